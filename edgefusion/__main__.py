@@ -1,0 +1,3 @@
+from edgefusion.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Timestep-aware calibration: inputs of every component captured from the model's real sampler."""

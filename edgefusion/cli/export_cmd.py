@@ -1,0 +1,44 @@
+"""``edgefusion export``: one flag per keyword of :func:`edgefusion.export.run_export.export`."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub) -> None:
+    """Register the sub-command."""
+    p = sub.add_parser("export", help="export, quantize and verify a Stable Diffusion model",
+                       description="Export text encoder, UNet and VAE decoder to ONNX, quantize them under a "
+                                   "mixed-precision policy (QDQ), verify every graph and write an export folder.")
+    p.add_argument("--model", default=None,
+                   help="preset (tiny, sd-v1.5, bk-sdm-base, bk-sdm-small, bk-sdm-tiny) or a local diffusers "
+                        "folder; default: the embedded default model")
+    p.add_argument("--mpq-policy", default="default", help="policy preset (default, w8a8, w8a16, fp16) or YAML path")
+    p.add_argument("--device", default="exynos2400", help="target device profile")
+    p.add_argument("--out", default=None, help="output folder (default: edgefusion-export/<model>-<policy>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--calib-prompts", type=int, default=8, help="calibration prompts (x steps x CFG branches)")
+    p.add_argument("--calib-steps", type=int, default=None, help="denoising steps sampled during calibration")
+    p.add_argument("--verify-prompts", type=int, default=2, help="held-out prompts used for verification")
+    p.add_argument("--prompts-file", default=None, help="UTF-8 prompt file (default: the shipped prompt set)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow-pickle", action="store_true", help="allow loading .bin (pickle) weights")
+    p.add_argument("--keep-float", action="store_true", help="keep the float ONNX graphs under float/")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON instead of the summary")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    """Execute ``edgefusion export``."""
+    from edgefusion.export.run_export import default_out_dir, export
+    from edgefusion.export.summary import format_summary
+
+    manifest = export(model=args.model, mpq_policy=args.mpq_policy, device=args.device, out=args.out,
+                      overwrite=args.overwrite, calib_prompts=args.calib_prompts, calib_steps=args.calib_steps,
+                      verify_prompts=args.verify_prompts, prompts_file=args.prompts_file, seed=args.seed,
+                      allow_pickle=args.allow_pickle, keep_float=args.keep_float,
+                      progress=not (args.no_progress or args.json))
+    print(json.dumps(manifest.to_dict(), indent=1) if args.json else format_summary(
+        manifest, args.out or str(default_out_dir(args.model or manifest.source["ref"], args.mpq_policy))))
+    return 0

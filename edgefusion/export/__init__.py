@@ -1,0 +1,1 @@
+"""torch -> ONNX export, verification, manifest and the end-to-end export verb."""

@@ -1,0 +1,1 @@
+"""Model sources: local diffusers folders and architecture presets built from configs."""

@@ -1,0 +1,102 @@
+"""Resolve ``--model``: a preset name, or a local diffusers Stable Diffusion folder loaded with from_pretrained."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edgefusion.errors import EdgeFusionError
+from edgefusion.models.presets import load_preset_config, preset_names
+
+DEFAULT_MODEL = "tiny"  # until the embedded trained model lands
+
+
+@dataclass
+class SamplerDefaults:
+    """How the model is meant to be sampled (the exported pipeline reuses these)."""
+
+    num_inference_steps: int = 25
+    guidance_scale: float = 7.5
+    height: int = 512
+    width: int = 512
+
+
+@dataclass
+class ModelSource:
+    """Where a model comes from; JSON round-trippable for the manifest."""
+
+    kind: str  # "preset" | "local"
+    ref: str  # preset name or absolute path
+    random_weights: bool
+    sampler: SamplerDefaults = field(default_factory=SamplerDefaults)
+
+    def to_dict(self) -> dict:
+        """Plain-dict form for JSON."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSource":
+        """Inverse of :meth:`to_dict`."""
+        return cls(kind=d["kind"], ref=d["ref"], random_weights=d["random_weights"],
+                   sampler=SamplerDefaults(**d["sampler"]))
+
+
+def resolve_model_source(src: str | None) -> ModelSource:
+    """Check ``src`` without loading weights and say what it is; raises a one-line error when it is unusable."""
+    src = src or DEFAULT_MODEL
+    path = Path(src).expanduser()
+    if src in preset_names() and not path.exists():
+        cfg = load_preset_config(src)
+        return ModelSource("preset", src, True, SamplerDefaults(**cfg["sampler"]))
+    if not path.exists():
+        raise EdgeFusionError(f"model '{src}' is neither a preset nor an existing path",
+                              f"pass a diffusers model folder or one of: {', '.join(preset_names())}")
+    if not path.is_dir():
+        raise EdgeFusionError(f"model path '{src}' is a file, not a diffusers model folder",
+                              "pass the folder that holds model_index.json")
+    if not (path / "model_index.json").is_file():
+        raise EdgeFusionError(f"'{src}' has no model_index.json, so it is not a diffusers pipeline folder",
+                              "pass the folder written by StableDiffusionPipeline.save_pretrained")
+    for sub in ("unet", "text_encoder", "vae", "tokenizer", "scheduler"):
+        if not (path / sub).is_dir():
+            raise EdgeFusionError(f"'{src}' has no {sub}/ folder",
+                                  "a Stable Diffusion folder needs unet/, text_encoder/, vae/, tokenizer/ and scheduler/")
+    sampler = SamplerDefaults()
+    extra = path / "edgefusion_sampler.json"  # optional: how a shipped model expects to be sampled
+    if extra.is_file():
+        sampler = SamplerDefaults(**json.loads(extra.read_text()))
+    else:
+        unet_cfg = json.loads((path / "unet" / "config.json").read_text())
+        vae_cfg = json.loads((path / "vae" / "config.json").read_text())
+        scale = 2 ** (len(vae_cfg.get("block_out_channels", [0] * 4)) - 1)
+        size = int(unet_cfg.get("sample_size", 64)) * scale
+        sampler = SamplerDefaults(height=size, width=size)
+    return ModelSource("local", str(path.resolve()), False, sampler)
+
+
+def load_pipeline(source: ModelSource, allow_pickle: bool = False, quiet: bool = False):
+    """Load the float PyTorch ``StableDiffusionPipeline`` of a resolved source (CPU, fp32, eval mode)."""
+    if source.kind == "preset":
+        from edgefusion.models.presets import build_preset_pipeline
+
+        return build_preset_pipeline(source.ref, quiet=quiet)
+    from diffusers import StableDiffusionPipeline
+
+    path = Path(source.ref)
+    has_safetensors = any(path.glob("unet/*.safetensors"))
+    if not has_safetensors and not allow_pickle:
+        raise EdgeFusionError(f"'{path}' has no safetensors weights in unet/ (pickle .bin files can run code)",
+                              "convert them to safetensors, or pass --allow-pickle if you trust the files")
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            str(path), use_safetensors=not allow_pickle, safety_checker=None, requires_safety_checker=False,
+            local_files_only=True)
+    except (OSError, ValueError, EnvironmentError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise EdgeFusionError(f"could not load '{path}' as a Stable Diffusion pipeline ({first})",
+                              "check that the folder was written by save_pretrained and is complete") from None
+    pipe.set_progress_bar_config(disable=True)
+    for name in ("unet", "vae", "text_encoder"):
+        getattr(pipe, name).eval().requires_grad_(False)
+    return pipe

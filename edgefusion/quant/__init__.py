@@ -1,0 +1,1 @@
+"""Precisions, mixed-precision policies, layer discovery, streaming range collection and QDQ emission."""

@@ -1,0 +1,60 @@
+"""Quantize one float ONNX graph under a policy: layers -> precisions -> plan -> streamed ranges -> QDQ graph."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import onnx
+
+from edgefusion.quant.graph_index import GraphIndex
+from edgefusion.quant.layers import Layer, ensure_node_names, find_layers
+from edgefusion.quant.plan import QuantPlan, plan_quantization
+from edgefusion.quant.policy import PolicySpec, ResolvedPolicy, resolve_policy
+from edgefusion.quant.ranges import collect_ranges
+from edgefusion.quant.emit import emit_qdq
+
+
+@dataclass
+class QuantizedGraph:
+    """What :func:`quantize_graph` produced."""
+
+    path: Path
+    layers: list[Layer]
+    resolved: ResolvedPolicy
+    plan: QuantPlan
+
+    def qdq_by_op_type(self) -> dict[str, dict[str, int]]:
+        """Activation QDQ pairs per owning layer op type and bit width (graph inputs count as ``input``)."""
+        op_of = {layer.name: layer.op_type for layer in self.layers}
+        out: dict[str, Counter] = {}
+        for tensor, bits in self.plan.act_bits.items():
+            op = op_of.get(self.plan.act_owner.get(tensor, ""), "input")
+            out.setdefault(op, Counter())[str(bits)] += 1
+        return {k: dict(v) for k, v in sorted(out.items())}
+
+
+def prepare_float_graph(float_path: Path) -> onnx.ModelProto:
+    """Load a float graph's structure (no weights) and make sure every node has a name (saved back if needed)."""
+    model = onnx.load(str(float_path), load_external_data=False)
+    if any(not n.name for n in model.graph.node):
+        ensure_node_names(model)
+        onnx.save(model, str(float_path))
+    return model
+
+
+def quantize_graph(float_path: Path, out_path: Path, component: str, spec: PolicySpec,
+                   feeds: Iterable[dict[str, np.ndarray]], progress: bool = False) -> QuantizedGraph:
+    """Resolve ``spec`` on the graph's layers, collect ranges over ``feeds`` and write the QDQ graph."""
+    model = prepare_float_graph(Path(float_path))
+    layers = find_layers(model, component)
+    resolved = resolve_policy(spec, layers)
+    plan = plan_quantization(model, layers, resolved, GraphIndex.build(model))
+    del model
+    ranges = collect_ranges(Path(float_path), list(plan.act_bits), feeds, progress=progress,
+                            desc=f"{component} ranges") if plan.act_bits else {}
+    path = emit_qdq(Path(float_path), Path(out_path), plan, ranges)
+    return QuantizedGraph(path, layers, resolved, plan)

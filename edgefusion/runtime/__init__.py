@@ -1,0 +1,1 @@
+"""onnxruntime execution of exported graphs: sessions and the text-to-image pipeline."""

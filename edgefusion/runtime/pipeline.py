@@ -1,0 +1,93 @@
+"""Text-to-image on CPU over an export folder: onnxruntime runs the graphs, a diffusers scheduler steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edgefusion.errors import EdgeFusionError
+from edgefusion.runtime.session import open_session, run_session
+
+
+def initial_latents(seed: int, shape: tuple[int, ...], init_noise_sigma: float):
+    """The same starting noise diffusers' StableDiffusionPipeline draws for ``generator=manual_seed(seed)``."""
+    import torch
+    from diffusers.utils.torch_utils import randn_tensor
+
+    gen = torch.Generator().manual_seed(seed)
+    return randn_tensor(shape, generator=gen, dtype=torch.float32) * init_noise_sigma
+
+
+class OnnxStableDiffusion:
+    """Loads ``text_encoder/``, ``unet/``, ``vae_decoder/`` (each ``model.onnx``), ``tokenizer/`` and ``scheduler/``."""
+
+    def __init__(self, export_dir: str | Path, graphs: dict[str, Path] | None = None):
+        import diffusers
+        from transformers import CLIPTokenizer
+
+        self.dir = Path(export_dir)
+        manifest = self.dir / "manifest.json"
+        if not manifest.is_file():
+            raise EdgeFusionError(f"'{self.dir}' has no manifest.json, so it is not an edgefusion export",
+                                  "pass a folder written by `edgefusion export`")
+        self.manifest = json.loads(manifest.read_text())
+        graphs = graphs or {c: self.dir / c / "model.onnx" for c in ("text_encoder", "unet", "vae_decoder")}
+        self.sessions = {c: open_session(p) for c, p in graphs.items()}
+        self.tokenizer = CLIPTokenizer.from_pretrained(str(self.dir / "tokenizer"))
+        sched_cfg = json.loads((self.dir / "scheduler" / "scheduler_config.json").read_text())
+        self.scheduler = getattr(diffusers, sched_cfg["_class_name"]).from_pretrained(str(self.dir / "scheduler"))
+        self.latent_shape = tuple(self.manifest["shapes"]["latent"])
+        self.scaling_factor = float(self.manifest["shapes"]["vae_scaling_factor"])
+
+    def _encode(self, text: str) -> np.ndarray:
+        ids = self.tokenizer(text, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="np").input_ids.astype(np.int64)
+        return run_session(self.sessions["text_encoder"], {"input_ids": ids})[0]
+
+    def __call__(self, prompt: str, seed: int = 0, steps: int | None = None, guidance_scale: float | None = None,
+                 record=None) -> np.ndarray:
+        """Generate one image; returns float32 HxWx3 in [0, 1]. ``record(step, t, noise_pred)`` sees every step."""
+        import torch
+
+        sampler = self.manifest["source"]["sampler"]
+        steps = steps or sampler["num_inference_steps"]
+        guidance_scale = sampler["guidance_scale"] if guidance_scale is None else guidance_scale
+        cond = self._encode(prompt)
+        uncond = self._encode("") if guidance_scale > 1.0 else None
+        self.scheduler.set_timesteps(steps)
+        latents = initial_latents(seed, self.latent_shape, float(self.scheduler.init_noise_sigma))
+        unet = self.sessions["unet"]
+        for i, t in enumerate(self.scheduler.timesteps):
+            x = self.scheduler.scale_model_input(latents, t).numpy().astype(np.float32)
+            ts = np.array([float(t)], np.float32)
+            noise = run_session(unet, {"sample": x, "timestep": ts, "encoder_hidden_states": cond})[0]
+            if uncond is not None:
+                base = run_session(unet, {"sample": x, "timestep": ts, "encoder_hidden_states": uncond})[0]
+                noise = base + guidance_scale * (noise - base)
+            if record:
+                record(i, float(t), noise)
+            latents = self.scheduler.step(torch.from_numpy(noise), t, latents, return_dict=False)[0]
+        z = (latents / self.scaling_factor).numpy().astype(np.float32)
+        image = run_session(self.sessions["vae_decoder"], {"latent_sample": z})[0]
+        return np.clip(image[0].transpose(1, 2, 0) / 2 + 0.5, 0, 1).astype(np.float32)
+
+
+def torch_reference_image(pipe, prompt: str, seed: int, steps: int, guidance_scale: float, height: int,
+                          width: int) -> np.ndarray:
+    """The float PyTorch pipeline's image for the same prompt/seed/scheduler, HxWx3 in [0, 1]."""
+    import torch
+
+    with torch.no_grad():
+        out = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance_scale, height=height, width=width,
+                   generator=torch.Generator().manual_seed(seed), output_type="np", return_dict=False)[0]
+    return np.asarray(out[0], np.float32)
+
+
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    """Write an HxWx3 [0, 1] float image as PNG."""
+    from PIL import Image
+
+    Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)).save(path)
+    return Path(path)

@@ -1,0 +1,26 @@
+"""One place that opens onnxruntime sessions the way the simulation needs them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# ORT would otherwise fold Cast(fp32->fp16)->Cast(fp16->fp32) away and hide the fp16 rounding we simulate.
+_DISABLED = ["CastChainElimination"]
+
+
+def open_session(path: str | Path, threads: int = 0):
+    """An ``InferenceSession`` on CPU for an ONNX file (external data is read by onnxruntime, not Python)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.add_session_config_entry("optimization.disable_specified_optimizers", ";".join(_DISABLED))
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def run_session(session, inputs: dict) -> "list":
+    """Run with only the inputs the graph declares (extra keys ignored)."""
+    names = {i.name for i in session.get_inputs()}
+    return session.run(None, {k: v for k, v in inputs.items() if k in names})

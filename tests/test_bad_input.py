@@ -1,0 +1,111 @@
+"""Every bad input gets a one-line error naming problem and fix, a non-zero exit, and no partial output."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from edgefusion.errors import EdgeFusionError
+from edgefusion.export.run_export import export
+
+FAST = dict(calib_prompts=1, calib_steps=1, verify_prompts=1, progress=False)
+
+
+def _expect(tmp_path, needle, **kwargs):
+    out = tmp_path / "out"
+    with pytest.raises(EdgeFusionError) as err:
+        export(out=out, **{**FAST, **kwargs})
+    msg = str(err.value)
+    assert needle in msg, msg
+    assert "\n" not in msg
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staging left
+    return msg
+
+
+def test_missing_model_path(tmp_path):
+    _expect(tmp_path, "neither a preset nor an existing path", model=str(tmp_path / "nope"))
+
+
+def test_model_path_is_a_file(tmp_path):
+    f = tmp_path / "weights.safetensors"
+    f.write_bytes(b"x")
+    _expect(tmp_path, "is a file", model=str(f))
+
+
+def test_folder_without_model_index(tmp_path):
+    (tmp_path / "m").mkdir()
+    _expect(tmp_path, "no model_index.json", model=str(tmp_path / "m"))
+
+
+def test_folder_without_unet(tmp_path, tiny_pipe):
+    d = tmp_path / "m"
+    tiny_pipe.save_pretrained(str(d))
+    import shutil
+    shutil.rmtree(d / "unet")
+    _expect(tmp_path, "has no unet/", model=str(d))
+
+
+def test_unknown_policy_and_device(tmp_path):
+    _expect(tmp_path, "neither a preset nor an existing file", model="tiny", mpq_policy="w4a4")
+    _expect(tmp_path, "unknown device", model="tiny", device="exynos9999")
+
+
+def test_unknown_op_policy(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("rules:\n  op:FlashAttention: W8A16\n  _default: W8A8\n")
+    _expect(tmp_path, "unknown op type", model="tiny", mpq_policy=str(p))
+
+
+def test_empty_and_non_utf8_prompt_files(tmp_path):
+    e = tmp_path / "empty.txt"
+    e.write_text("\n  \n")
+    _expect(tmp_path, "holds no prompts", model="tiny", prompts_file=str(e))
+    b = tmp_path / "latin1.txt"
+    b.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    _expect(tmp_path, "not UTF-8", model="tiny", prompts_file=str(b))
+
+
+def test_nan_in_calibration_activations(tmp_path, tiny_pipe):
+    import copy
+
+    pipe = copy.deepcopy(tiny_pipe)
+    with torch.no_grad():
+        pipe.unet.conv_in.weight[0, 0, 0, 0] = float("nan")
+    d = tmp_path / "nanmodel"
+    pipe.save_pretrained(str(d), safe_serialization=True)
+    _expect(tmp_path, "NaN/inf", model=str(d))
+
+
+def test_pickle_weights_refused_without_flag(tmp_path, tiny_pipe):
+    d = tmp_path / "binmodel"
+    tiny_pipe.save_pretrained(str(d), safe_serialization=False)
+    _expect(tmp_path, "--allow-pickle", model=str(d))
+
+
+def test_existing_output_folder(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(EdgeFusionError, match="already exists.*--overwrite"):
+        export(model="tiny", out=out, **FAST)
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_failed_overwrite_keeps_the_old_folder(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(EdgeFusionError):
+        export(model=str(tmp_path / "missing"), out=out, overwrite=True, **FAST)
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_cli_error_is_one_line_with_status_1(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "edgefusion", "export", "--model", str(tmp_path / "nope"),
+                          "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1
+    lines = [line for line in res.stderr.splitlines() if line.startswith("edgefusion: error:")]
+    assert len(lines) == 1 and "neither a preset" in lines[0]
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,82 @@
+"""`edgefusion export` + `edgefusion generate` on the tiny preset, through the library and the CLI."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from edgefusion.export.manifest import ExportManifest
+
+
+def test_export_folder_layout_and_manifest(tiny_exports):
+    d = tiny_exports["default"]
+    for comp in ("text_encoder", "unet", "vae_decoder"):
+        assert (d / comp / "model.onnx").is_file()
+        assert (d / comp / "precisions.json").is_file()
+    for extra in ("tokenizer", "scheduler", "model_index.json", "policy.yaml", "verify_quantized.png"):
+        assert (d / extra).exists(), extra
+    assert not (d / "float").exists()  # float graphs are dropped unless --keep-float
+    m = ExportManifest.load(d)
+    assert ExportManifest.from_dict(json.loads(json.dumps(m.to_dict()))) == m
+    assert m.policy["name"] == "default" and m.device == "exynos2400"
+    assert m.calibration["samples"]["unet"] == 4 * 4 * 2  # prompts x steps x CFG branches
+    unet = m.components["unet"]
+    assert unet.layers["Softmax"] == {"W8A16": unet.layers["Softmax"]["W8A16"]}
+    assert set(unet.layers["GroupNorm"]) == {"FP16"} and set(unet.layers["SiLU"]) == {"FP16"}
+    assert set(unet.layers["Conv"]) == {"W8A8"}
+    for c in m.components.values():
+        assert c.float_vs_torch_sqnr_db > 60  # the float export itself is exact to fp32 rounding
+    assert m.end_to_end["float_onnx_vs_torch_psnr_db"] > 60
+    assert m.end_to_end["quantized_vs_torch_psnr_db"] > 15
+    assert m.peak_rss_mb > 0 and m.timings_s["total"] > 0
+
+
+def test_default_beats_w8a8_on_unet(tiny_exports):
+    d = ExportManifest.load(tiny_exports["default"]).components["unet"].quant_vs_torch_sqnr_db
+    w = ExportManifest.load(tiny_exports["w8a8"]).components["unet"].quant_vs_torch_sqnr_db
+    assert d > w, (d, w)
+
+
+def test_generate_cli_writes_png(tiny_exports, tmp_path):
+    out = tmp_path / "img.png"
+    res = subprocess.run([sys.executable, "-m", "edgefusion", "generate", str(tiny_exports["default"]),
+                          "--prompt", "a red fox at sunset", "--seed", "3", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    img = np.asarray(Image.open(out))
+    assert img.shape == (32, 32, 3) and img.dtype == np.uint8 and img.std() > 0
+
+
+def test_generate_matches_torch_reference_for_float_graphs(tiny_pipe, tiny_exports):
+    """Same seed, scheduler and prompt: the ONNX runtime pipeline reproduces diffusers' own pipeline."""
+    from edgefusion.export.torch_to_onnx import export_component
+    from edgefusion.metrics import psnr_db
+    from edgefusion.runtime.pipeline import OnnxStableDiffusion, torch_reference_image
+
+    m = ExportManifest.load(tiny_exports["default"])
+    q = OnnxStableDiffusion(tiny_exports["default"])
+    a = q("a bowl of ramen", seed=5)
+    b = q("a bowl of ramen", seed=5)
+    assert np.array_equal(a, b)  # deterministic
+    ref = torch_reference_image(tiny_pipe, "a bowl of ramen", 5, m.source["sampler"]["num_inference_steps"],
+                                m.source["sampler"]["guidance_scale"], 32, 32)
+    assert psnr_db(ref, a) > 15
+
+
+def test_export_cli_json_and_refuses_existing_folder(tmp_path):
+    out = tmp_path / "exp"
+    cmd = [sys.executable, "-m", "edgefusion", "export", "--model", "tiny", "--out", str(out), "--calib-prompts", "2",
+           "--calib-steps", "2", "--verify-prompts", "1", "--json"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads(res.stdout)
+    assert manifest["components"]["unet"]["node_counts"]["QuantizeLinear"] > 0
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 1
+    assert "already exists" in again.stderr and "--overwrite" in again.stderr
+    over = subprocess.run(cmd + ["--overwrite", "--mpq-policy", "fp16"], capture_output=True, text=True, timeout=600)
+    assert over.returncode == 0, over.stderr
+    assert json.loads((out / "manifest.json").read_text())["policy"]["name"] == "fp16"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]  # no staging or trash folders left

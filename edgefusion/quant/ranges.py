@@ -26,13 +26,22 @@ def collect_ranges(model_path: Path, tensors: list[str], feeds: Iterable[dict[st
 
     model_path = Path(model_path)
     model = onnx.load(str(model_path), load_external_data=False)
+    # Each reduction is placed right after the node producing its tensor: onnxruntime executes in node order, so
+    # reductions appended at the end would keep every intermediate tensor alive until then (gigabytes on a UNet).
+    reducers: dict[str, list[onnx.NodeProto]] = {}
     outs = []
     for i, t in enumerate(tensors):
         for op in ("ReduceMin", "ReduceMax"):
             name = f"__range{i}_{op}"
-            model.graph.node.append(helper.make_node(op, [t], [name], keepdims=0, name=name))
+            reducers.setdefault(t, []).append(helper.make_node(op, [t], [name], keepdims=0, name=name))
             model.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, []))
             outs.append(name)
+    ordered = [r for i in model.graph.input for r in reducers.get(i.name, [])]
+    for node in model.graph.node:
+        ordered.append(node)
+        ordered += [r for o in node.output for r in reducers.get(o, [])]
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
     aug = model_path.with_name(model_path.stem + ".ranges.onnx")
     onnx.save(model, str(aug))
     lo = np.full(len(tensors), np.inf)

@@ -16,6 +16,9 @@ def open_session(path: str | Path, threads: int = 0):
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
+    # The default order runs nodes by graph index; with the range reductions (or QDQ nodes) that keeps large
+    # intermediates alive far longer: measured on bk-sdm-tiny's UNet, 11.4 GB peak vs 3.4 GB priority-based.
+    opts.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     opts.add_session_config_entry("optimization.disable_specified_optimizers", ";".join(_DISABLED))
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 

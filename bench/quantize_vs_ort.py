@@ -130,9 +130,17 @@ def _ort_quantize(fpath: Path, out: Path, spec, cal) -> None:
                                    "WeightSymmetric": True})
 
 
+def _oom_first() -> None:
+    """Make a child the out-of-memory killer's first choice (onnxruntime's calibrator can outgrow the machine)."""
+    try:
+        Path("/proc/self/oom_score_adj").write_text("1000")
+    except OSError:
+        pass
+
+
 def _run_child(side: str, work: Path, policy: str) -> dict:
     res = subprocess.run([sys.executable, __file__, "--child", side, "--work", str(work), "--policy", policy],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, preexec_fn=_oom_first)
     if res.returncode != 0:
         return {"error": (res.stderr.strip().splitlines() or ["killed"])[-1], "returncode": res.returncode}
     return json.loads(res.stdout.strip().splitlines()[-1])

@@ -51,7 +51,6 @@ def test_generate_cli_writes_png(tiny_exports, tmp_path):
 
 def test_generate_matches_torch_reference_for_float_graphs(tiny_pipe, tiny_exports):
     """Same seed, scheduler and prompt: the ONNX runtime pipeline reproduces diffusers' own pipeline."""
-    from edgefusion.export.torch_to_onnx import export_component
     from edgefusion.metrics import psnr_db
     from edgefusion.runtime.pipeline import OnnxStableDiffusion, torch_reference_image
 
@@ -80,3 +79,14 @@ def test_export_cli_json_and_refuses_existing_folder(tmp_path):
     assert over.returncode == 0, over.stderr
     assert json.loads((out / "manifest.json").read_text())["policy"]["name"] == "fp16"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]  # no staging or trash folders left
+
+
+def test_default_model_is_the_embedded_one_and_calibrates_on_its_own_prompts(tmp_path):
+    from edgefusion.export.run_export import export
+
+    m = export(out=tmp_path / "e", calib_prompts=2, calib_steps=2, verify_prompts=1, progress=False)
+    assert m.source["kind"] == "local" and not m.source["random_weights"]
+    assert m.source["prompts_file"].endswith("edgefusion_prompts.txt")
+    assert m.end_to_end["prompt"] in (tmp_path / "e").parent.joinpath("e", "manifest.json").read_text()
+    assert " background" in m.end_to_end["prompt"]  # an in-domain (shapes) prompt, not the generic set
+    assert m.shapes["latent"] == [1, 4, 8, 8]

@@ -9,7 +9,6 @@ tensors of the UNet compound to the low 20s; 16-bit activations should add ~15 d
 
 from collections import Counter
 
-import numpy as np
 import onnx
 import pytest
 

@@ -39,6 +39,7 @@ class ExportManifest:
     end_to_end: dict = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
+    peak_rss_after_stage_mb: dict[str, float] = field(default_factory=dict)  # where the peak grew
     latency: dict | None = None
     notes: list[str] = field(default_factory=list)
 

@@ -28,13 +28,15 @@ def _peak_rss_mb() -> float:
 
 
 def _versions() -> dict[str, str]:
-    import diffusers
-    import onnxruntime
-    import torch
-    import transformers
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-            "diffusers": diffusers.__version__, "transformers": transformers.__version__}
+    out = {}
+    for pkg in ("torch", "onnx", "onnxruntime", "diffusers", "transformers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
 
 
 def _bytes_of(path: Path) -> int:
@@ -67,7 +69,7 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
     spec = load_policy(mpq_policy)
     if device not in SUPPORTED_DEVICES:
         raise EdgeFusionError(f"unknown device '{device}'", f"use one of {', '.join(SUPPORTED_DEVICES)}")
-    prompts = read_prompts(prompts_file)
+    prompts = read_prompts(prompts_file or source.prompts_file)
     cal_prompts, ver_prompts = split_prompts(prompts, calib_prompts, verify_prompts)
     out = Path(out) if out else default_out_dir(model or DEFAULT_MODEL, mpq_policy)
     check_output_dir(out, overwrite)
@@ -84,67 +86,126 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
 
 def _export_into(stage: Path, out: Path, source, spec, device, cal_prompts, ver_prompts, steps, seed, allow_pickle,
                  keep_float, progress, t_start) -> ExportManifest:
+    from edgefusion.export.isolated import run_isolated
+
+    work = stage / ".work"
+    work.mkdir()
+    t_info, t_rss = run_isolated(_torch_stage, str(stage), source.to_dict(), cal_prompts, ver_prompts, steps, seed,
+                                 allow_pickle, progress)
+    manifest = ExportManifest(
+        edgefusion_version=__version__, versions=_versions(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), source=source.to_dict(),
+        policy=spec.to_dict(), device=device,
+        calibration={"prompts": len(cal_prompts), "steps": steps, "guidance_scale": source.sampler.guidance_scale,
+                     "samples": t_info["samples"], "digest": t_info["digest"], "verify_prompts": len(ver_prompts),
+                     "seed": seed},
+        shapes=t_info["shapes"],
+        notes=["latency estimate: not computed (the emulated NPU latency model is not implemented yet)"])
+    if source.random_weights:
+        manifest.notes.append("RANDOM weights (architecture preset): fidelity figures do not predict a trained model")
+    manifest.save(stage / "manifest.json")  # the runtime pipeline of the next stage reads it
+    (stage / "policy.yaml").write_text(spec.to_yaml())
+    o_info, o_rss = run_isolated(_onnx_stage, str(stage), spec.to_dict(), t_info["reference"], steps, progress)
+    manifest.components = {c: ComponentRecord(**r) for c, r in o_info["components"].items()}
+    manifest.end_to_end = o_info["end_to_end"]
+    shutil.rmtree(work)
+    if not keep_float:
+        shutil.rmtree(stage / "float")
+    _write_model_index(stage)
+    manifest.timings_s = {**t_info["timings"], **o_info["timings"], "total": round(time.perf_counter() - t_start, 3)}
+    manifest.peak_rss_after_stage_mb = {"torch_stage": round(t_rss, 1), "onnx_stage": round(o_rss, 1),
+                                        "orchestrator": round(_peak_rss_mb(), 1)}
+    manifest.peak_rss_mb = max(manifest.peak_rss_after_stage_mb.values())
+    manifest.save(stage / "manifest.json")
+    return manifest
+
+
+class _Laps:
+    """Wall time per named step."""
+
+    def __init__(self):
+        self.timings: dict[str, float] = {}
+        self.tick = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self.tick, 3)
+        self.tick = now
+
+
+def _quiet_hf() -> None:
+    from diffusers.utils import logging as df_logging
     from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()
+    df_logging.set_verbosity_error()
+
+
+def _torch_stage(stage: str, source: dict, cal_prompts, ver_prompts, steps, seed, allow_pickle, progress) -> dict:
+    """Float PyTorch work (own process): calibration, references, tokenizer/scheduler, float ONNX graphs."""
     from edgefusion.calibration.capture import capture_calibration
     from edgefusion.export.torch_to_onnx import component_module, export_component, run_torch
-    from edgefusion.metrics import mean_sqnr_db, psnr_db
-    from edgefusion.models.source import load_pipeline
-    from edgefusion.quant.quantize_graph import quantize_graph
-    from edgefusion.runtime.pipeline import OnnxStableDiffusion, save_png, torch_reference_image
-    from edgefusion.runtime.session import open_session, run_session
+    from edgefusion.models.source import ModelSource, load_pipeline
+    from edgefusion.runtime.pipeline import torch_reference_image
 
-    hf_logging.set_verbosity_error()
-    from diffusers.utils import logging as df_logging
-
-    df_logging.set_verbosity_error()
-    timings: dict[str, float] = {}
-    tick = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal tick
-        now = time.perf_counter()
-        timings[name] = round(now - tick, 3)
-        tick = now
-
-    sampler = source.sampler
-    pipe = load_pipeline(source, allow_pickle=allow_pickle, quiet=False)
+    _quiet_hf()
+    stage_dir, lap = Path(stage), _Laps()
+    src = ModelSource.from_dict(source)
+    pipe = load_pipeline(src, allow_pickle=allow_pickle, quiet=False)
     lap("load_model")
-    gs, h, w = sampler.guidance_scale, sampler.height, sampler.width
+    gs, h, w = src.sampler.guidance_scale, src.sampler.height, src.sampler.width
     cal = capture_calibration(pipe, cal_prompts, steps, gs, h, w, seed=seed, progress=progress)
     ver = capture_calibration(pipe, ver_prompts, steps, gs, h, w, seed=seed + 10_000, progress=progress,
                               desc="verification")
+    cal.save(stage_dir / ".work" / "cal")
+    ver.save(stage_dir / ".work" / "ver")
     lap("calibration")
     ref_prompt, ref_seed = ver_prompts[0], seed + 10_000
     # the end-to-end check samples with the calibration step count (the regime the graphs were calibrated for)
-    ref_image = torch_reference_image(pipe, ref_prompt, ref_seed, steps, gs, h, w)
+    np.save(stage_dir / ".work" / "ref_image.npy", torch_reference_image(pipe, ref_prompt, ref_seed, steps, gs, h, w))
     lap("torch_reference_image")
-    latent_shape = list(cal.samples["vae_decoder"][0].inputs["latent_sample"].shape)
-    scaling = float(pipe.vae.config.scaling_factor)
-    pipe.tokenizer.save_pretrained(str(stage / "tokenizer"))
-    pipe.scheduler.save_pretrained(str(stage / "scheduler"))
-
-    float_dir = stage / "float"
-    refs: dict[str, list[np.ndarray]] = {}
+    pipe.tokenizer.save_pretrained(str(stage_dir / "tokenizer"))
+    pipe.scheduler.save_pretrained(str(stage_dir / "scheduler"))
+    shapes = {"latent": list(cal.samples["vae_decoder"][0].inputs["latent_sample"].shape),
+              "vae_scaling_factor": float(pipe.vae.config.scaling_factor), "height": h, "width": w}
+    refs = {}
     for comp in COMPONENT_ORDER:
         module = component_module(pipe, comp)
-        refs[comp] = [run_torch(module, comp, s.inputs) for s in ver.samples[comp]]
-        export_component(pipe, comp, cal.samples[comp][0].inputs, float_dir / comp / "model.onnx")
+        for i, s in enumerate(ver.samples[comp]):
+            refs[f"{comp}/{i}"] = run_torch(module, comp, s.inputs)
+        export_component(pipe, comp, cal.samples[comp][0].inputs, stage_dir / "float" / comp / "model.onnx")
         del module
         setattr(pipe, {"text_encoder": "text_encoder", "unet": "unet", "vae_decoder": "vae"}[comp], None)
         gc.collect()
         lap(f"export_{comp}")
-    del pipe
-    gc.collect()
+    np.savez(stage_dir / ".work" / "refs.npz", **refs)
+    return {"timings": lap.timings, "samples": cal.count(), "digest": cal.digest(), "shapes": shapes,
+            "reference": {"prompt": ref_prompt, "seed": ref_seed}}
 
-    records: dict[str, ComponentRecord] = {}
+
+def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: bool) -> dict:
+    """onnxruntime work (own process, no torch model): verify float graphs, quantize, verify, end-to-end image."""
+    from edgefusion.calibration.capture import CalibrationSet
+    from edgefusion.metrics import mean_sqnr_db, psnr_db
+    from edgefusion.quant.policy import PolicySpec
+    from edgefusion.quant.quantize_graph import quantize_graph
+    from edgefusion.runtime.pipeline import OnnxStableDiffusion, save_png
+    from edgefusion.runtime.session import open_session, run_session
+
+    _quiet_hf()
+    stage_dir, lap = Path(stage), _Laps()
+    policy = PolicySpec.from_dict(spec)
+    cal = CalibrationSet.load(stage_dir / ".work" / "cal")
+    ver = CalibrationSet.load(stage_dir / ".work" / "ver")
+    refs_file = np.load(stage_dir / ".work" / "refs.npz")
+    records = {}
     for comp in COMPONENT_ORDER:
-        fpath = float_dir / comp / "model.onnx"
+        refs = [refs_file[f"{comp}/{i}"] for i in range(len(ver.samples[comp]))]
+        fpath = stage_dir / "float" / comp / "model.onnx"
         sess = open_session(fpath)
         float_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
         del sess
-        f_vs_t = mean_sqnr_db(refs[comp], float_out)
-        qg = quantize_graph(fpath, stage / comp / "model.onnx", comp, spec,
+        qg = quantize_graph(fpath, stage_dir / comp / "model.onnx", comp, policy,
                             (s.inputs for s in cal.samples[comp]), progress=progress)
         sess = open_session(qg.path)
         q_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
@@ -152,46 +213,27 @@ def _export_into(stage: Path, out: Path, source, spec, device, cal_prompts, ver_
         qmodel = onnx.load(str(qg.path), load_external_data=False)
         nodes = Counter(n.op_type for n in qmodel.graph.node)
         del qmodel
-        records[comp] = ComponentRecord(
+        records[comp] = dict(
             file=f"{comp}/model.onnx", bytes=_bytes_of(qg.path), layers=qg.resolved.counts(), plan=qg.plan.summary(),
             node_counts={k: nodes.get(k, 0) for k in ("QuantizeLinear", "DequantizeLinear", "Cast")},
-            qdq_by_op_type=qg.qdq_by_op_type(), float_vs_torch_sqnr_db=round(f_vs_t, 2),
-            quant_vs_torch_sqnr_db=round(mean_sqnr_db(refs[comp], q_out), 2),
+            qdq_by_op_type=qg.qdq_by_op_type(), float_vs_torch_sqnr_db=round(mean_sqnr_db(refs, float_out), 2),
+            quant_vs_torch_sqnr_db=round(mean_sqnr_db(refs, q_out), 2),
             quant_vs_float_sqnr_db=round(mean_sqnr_db(float_out, q_out), 2), verify_samples=len(q_out))
-        qg.resolved.save(stage / comp / "precisions.json")
+        qg.resolved.save(stage_dir / comp / "precisions.json")
         lap(f"quantize_{comp}")
 
-    manifest = ExportManifest(
-        edgefusion_version=__version__, versions=_versions(),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), source=source.to_dict(),
-        policy=spec.to_dict(), device=device,
-        calibration={"prompts": len(cal_prompts), "steps": steps, "guidance_scale": gs,
-                     "samples": cal.count(), "digest": cal.digest(), "verify_prompts": len(ver_prompts),
-                     "seed": seed},
-        shapes={"latent": latent_shape, "vae_scaling_factor": scaling, "height": h, "width": w},
-        components=records,
-        notes=["latency estimate: not computed (the emulated NPU latency model is not implemented yet)"])
-    if source.random_weights:
-        manifest.notes.append("RANDOM weights (architecture preset): fidelity figures do not predict a trained model")
-    manifest.save(stage / "manifest.json")
-    (stage / "policy.yaml").write_text(spec.to_yaml())
-
-    float_graphs = {c: float_dir / c / "model.onnx" for c in COMPONENT_ORDER}
-    float_image = OnnxStableDiffusion(stage, graphs=float_graphs)(ref_prompt, seed=ref_seed, steps=steps)
-    quant_image = OnnxStableDiffusion(stage)(ref_prompt, seed=ref_seed, steps=steps)
-    save_png(ref_image, stage / "verify_torch_float.png")
-    save_png(quant_image, stage / "verify_quantized.png")
-    manifest.end_to_end = {"prompt": ref_prompt, "seed": ref_seed, "steps": steps,
-                           "float_onnx_vs_torch_psnr_db": round(psnr_db(ref_image, float_image), 2),
-                           "quantized_vs_torch_psnr_db": round(psnr_db(ref_image, quant_image), 2)}
+    ref_image = np.load(stage_dir / ".work" / "ref_image.npy")
+    prompt, seed = reference["prompt"], reference["seed"]
+    float_graphs = {c: stage_dir / "float" / c / "model.onnx" for c in COMPONENT_ORDER}
+    float_image = OnnxStableDiffusion(stage_dir, float_graphs, low_memory=True)(prompt, seed=seed, steps=steps)
+    quant_image = OnnxStableDiffusion(stage_dir, low_memory=True)(prompt, seed=seed, steps=steps)
+    save_png(ref_image, stage_dir / "verify_torch_float.png")
+    save_png(quant_image, stage_dir / "verify_quantized.png")
     lap("end_to_end_check")
-    if not keep_float:
-        shutil.rmtree(float_dir)
-    _write_model_index(stage)
-    manifest.timings_s = dict(timings, total=round(time.perf_counter() - t_start, 3))
-    manifest.peak_rss_mb = round(_peak_rss_mb(), 1)
-    manifest.save(stage / "manifest.json")
-    return manifest
+    return {"components": records, "timings": lap.timings,
+            "end_to_end": {"prompt": prompt, "seed": seed, "steps": steps,
+                           "float_onnx_vs_torch_psnr_db": round(psnr_db(ref_image, float_image), 2),
+                           "quantized_vs_torch_psnr_db": round(psnr_db(ref_image, quant_image), 2)}}
 
 
 def _write_model_index(stage: Path) -> None:

@@ -9,7 +9,15 @@ from pathlib import Path
 from edgefusion.errors import EdgeFusionError
 from edgefusion.models.presets import load_preset_config, preset_names
 
-DEFAULT_MODEL = "tiny"  # until the embedded trained model lands
+DEFAULT_MODEL = "embedded"
+EMBEDDED = "embedded"
+
+
+def embedded_model_dir() -> Path:
+    """Folder of the shipped, project-trained shapes model (package data)."""
+    from importlib import resources
+
+    return Path(str(resources.files("edgefusion.embedded").joinpath("model")))
 
 
 @dataclass
@@ -30,6 +38,7 @@ class ModelSource:
     ref: str  # preset name or absolute path
     random_weights: bool
     sampler: SamplerDefaults = field(default_factory=SamplerDefaults)
+    prompts_file: str | None = None  # the model's own calibration prompts (edgefusion_prompts.txt), if it ships any
 
     def to_dict(self) -> dict:
         """Plain-dict form for JSON."""
@@ -39,19 +48,25 @@ class ModelSource:
     def from_dict(cls, d: dict) -> "ModelSource":
         """Inverse of :meth:`to_dict`."""
         return cls(kind=d["kind"], ref=d["ref"], random_weights=d["random_weights"],
-                   sampler=SamplerDefaults(**d["sampler"]))
+                   sampler=SamplerDefaults(**d["sampler"]), prompts_file=d.get("prompts_file"))
 
 
 def resolve_model_source(src: str | None) -> ModelSource:
     """Check ``src`` without loading weights and say what it is; raises a one-line error when it is unusable."""
     src = src or DEFAULT_MODEL
+    if src == EMBEDDED:
+        path = embedded_model_dir()
+        if not (path / "model_index.json").is_file():
+            raise EdgeFusionError("the embedded model is missing from this installation",
+                                  "reinstall edgefusion, or train it: python -m edgefusion.embedded.train --out DIR")
+        return resolve_model_source(str(path))
     path = Path(src).expanduser()
     if src in preset_names() and not path.exists():
         cfg = load_preset_config(src)
         return ModelSource("preset", src, True, SamplerDefaults(**cfg["sampler"]))
     if not path.exists():
         raise EdgeFusionError(f"model '{src}' is neither a preset nor an existing path",
-                              f"pass a diffusers model folder or one of: {', '.join(preset_names())}")
+                              f"pass a diffusers model folder, 'embedded', or one of: {', '.join(preset_names())}")
     if not path.is_dir():
         raise EdgeFusionError(f"model path '{src}' is a file, not a diffusers model folder",
                               "pass the folder that holds model_index.json")
@@ -72,7 +87,9 @@ def resolve_model_source(src: str | None) -> ModelSource:
         scale = 2 ** (len(vae_cfg.get("block_out_channels", [0] * 4)) - 1)
         size = int(unet_cfg.get("sample_size", 64)) * scale
         sampler = SamplerDefaults(height=size, width=size)
-    return ModelSource("local", str(path.resolve()), False, sampler)
+    prompts = path / "edgefusion_prompts.txt"
+    return ModelSource("local", str(path.resolve()), False, sampler,
+                       str(prompts.resolve()) if prompts.is_file() else None)
 
 
 def load_pipeline(source: ModelSource, allow_pickle: bool = False, quiet: bool = False):

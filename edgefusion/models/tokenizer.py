@@ -32,4 +32,5 @@ def build_clip_tokenizer(model_max_length: int = 77, merges: list[str] | None = 
         vocab.setdefault(a + b, len(vocab))
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab.setdefault(special, len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=list(merges or []), model_max_length=model_max_length)
+    return CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges or []],
+                         model_max_length=model_max_length)

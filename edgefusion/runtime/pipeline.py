@@ -23,7 +23,7 @@ def initial_latents(seed: int, shape: tuple[int, ...], init_noise_sigma: float):
 class OnnxStableDiffusion:
     """Loads ``text_encoder/``, ``unet/``, ``vae_decoder/`` (each ``model.onnx``), ``tokenizer/`` and ``scheduler/``."""
 
-    def __init__(self, export_dir: str | Path, graphs: dict[str, Path] | None = None):
+    def __init__(self, export_dir: str | Path, graphs: dict[str, Path] | None = None, low_memory: bool = False):
         import diffusers
         from transformers import CLIPTokenizer
 
@@ -33,18 +33,26 @@ class OnnxStableDiffusion:
             raise EdgeFusionError(f"'{self.dir}' has no manifest.json, so it is not an edgefusion export",
                                   "pass a folder written by `edgefusion export`")
         self.manifest = json.loads(manifest.read_text())
-        graphs = graphs or {c: self.dir / c / "model.onnx" for c in ("text_encoder", "unet", "vae_decoder")}
-        self.sessions = {c: open_session(p) for c, p in graphs.items()}
+        self.graphs = graphs or {c: self.dir / c / "model.onnx" for c in ("text_encoder", "unet", "vae_decoder")}
+        missing = [str(p) for p in self.graphs.values() if not Path(p).is_file()]
+        if missing:
+            raise EdgeFusionError(f"export folder '{self.dir}' lacks {missing[0]}", "re-run `edgefusion export`")
+        # low_memory: open each graph only while it runs (peak = the largest graph, not all three together)
+        self.low_memory = low_memory
+        self._sessions = {} if low_memory else {c: open_session(p) for c, p in self.graphs.items()}
         self.tokenizer = CLIPTokenizer.from_pretrained(str(self.dir / "tokenizer"))
         sched_cfg = json.loads((self.dir / "scheduler" / "scheduler_config.json").read_text())
         self.scheduler = getattr(diffusers, sched_cfg["_class_name"]).from_pretrained(str(self.dir / "scheduler"))
         self.latent_shape = tuple(self.manifest["shapes"]["latent"])
         self.scaling_factor = float(self.manifest["shapes"]["vae_scaling_factor"])
 
-    def _encode(self, text: str) -> np.ndarray:
+    def _session(self, component: str):
+        return self._sessions.get(component) or open_session(self.graphs[component])
+
+    def _encode(self, session, text: str) -> np.ndarray:
         ids = self.tokenizer(text, padding="max_length", max_length=self.tokenizer.model_max_length,
                              truncation=True, return_tensors="np").input_ids.astype(np.int64)
-        return run_session(self.sessions["text_encoder"], {"input_ids": ids})[0]
+        return run_session(session, {"input_ids": ids})[0]
 
     def __call__(self, prompt: str, seed: int = 0, steps: int | None = None, guidance_scale: float | None = None,
                  record=None) -> np.ndarray:
@@ -54,11 +62,13 @@ class OnnxStableDiffusion:
         sampler = self.manifest["source"]["sampler"]
         steps = steps or sampler["num_inference_steps"]
         guidance_scale = sampler["guidance_scale"] if guidance_scale is None else guidance_scale
-        cond = self._encode(prompt)
-        uncond = self._encode("") if guidance_scale > 1.0 else None
+        text_encoder = self._session("text_encoder")
+        cond = self._encode(text_encoder, prompt)
+        uncond = self._encode(text_encoder, "") if guidance_scale > 1.0 else None
+        del text_encoder
         self.scheduler.set_timesteps(steps)
         latents = initial_latents(seed, self.latent_shape, float(self.scheduler.init_noise_sigma))
-        unet = self.sessions["unet"]
+        unet = self._session("unet")
         for i, t in enumerate(self.scheduler.timesteps):
             x = self.scheduler.scale_model_input(latents, t).numpy().astype(np.float32)
             ts = np.array([float(t)], np.float32)
@@ -69,8 +79,9 @@ class OnnxStableDiffusion:
             if record:
                 record(i, float(t), noise)
             latents = self.scheduler.step(torch.from_numpy(noise), t, latents, return_dict=False)[0]
+        del unet
         z = (latents / self.scaling_factor).numpy().astype(np.float32)
-        image = run_session(self.sessions["vae_decoder"], {"latent_sample": z})[0]
+        image = run_session(self._session("vae_decoder"), {"latent_sample": z})[0]
         return np.clip(image[0].transpose(1, 2, 0) / 2 + 0.5, 0, 1).astype(np.float32)
 
 

@@ -142,7 +142,9 @@ def _run_child(side: str, work: Path, policy: str) -> dict:
     res = subprocess.run([sys.executable, __file__, "--child", side, "--work", str(work), "--policy", policy],
                          capture_output=True, text=True, preexec_fn=_oom_first)
     if res.returncode != 0:
-        return {"error": (res.stderr.strip().splitlines() or ["killed"])[-1], "returncode": res.returncode}
+        why = ("killed (SIGKILL: out of memory)" if res.returncode == -9 else
+               (res.stderr.strip().splitlines() or ["failed"])[-1])
+        return {"error": why, "returncode": res.returncode}
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -154,15 +156,25 @@ def main() -> int:
     ap.add_argument("--verify", type=int, default=1, help="held-out prompts (x steps x 2 UNet samples)")
     ap.add_argument("--skip-ort", action="store_true")
     ap.add_argument("--work", default=None)
-    ap.add_argument("--child", choices=["ours", "ort", "float"])
+    ap.add_argument("--child", choices=["prepare", "ours", "ort", "float"])
     ap.add_argument("--policy", default="default")
     args = ap.parse_args()
+    if args.child == "prepare":
+        print(json.dumps(prepare(args.preset, args.samples, args.steps, args.verify, Path(args.work))))
+        return 0
     if args.child:
         print(json.dumps(child(args.child, Path(args.work), args.policy)))
         return 0
     work = Path(args.work or tempfile.mkdtemp(prefix="ef-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    info = prepare(args.preset, args.samples, args.steps, args.verify, work)
+    # the float model lives in its own process: a child's ru_maxrss starts at its parent's size when forked,
+    # so this process must stay small for the children's peak RSS to be their own
+    res = subprocess.run([sys.executable, __file__, "--child", "prepare", "--work", str(work), "--preset", args.preset,
+                          "--samples", str(args.samples), "--steps", str(args.steps), "--verify", str(args.verify)],
+                         stdout=subprocess.PIPE, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"prepare failed with status {res.returncode}")
+    info = json.loads(res.stdout.strip().splitlines()[-1])
     print(f"[{args.preset}] calibration capture {info['calibration_s']:.1f} s, float UNet export "
           f"{info['export_s']:.1f} s, {info['cal_samples']} calibration / {info['verify_samples']} held-out samples",
           flush=True)

@@ -101,7 +101,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         loss.backward()
         opt.step()
         if step % cfg.log_every == 0 or step == cfg.vae_steps - 1:
-            log_rows.append({"stage": "vae", "step": step, "loss": float(rec_loss.detach()), "seconds": time.perf_counter() - t0})
+            log_rows.append({"stage": "vae", "step": step, "loss": float(rec_loss.detach()),
+                             "seconds": time.perf_counter() - t0})
     vae.eval().requires_grad_(False)
 
     # -- 2. latent cache and scaling factor (latents scaled to unit variance, as SD does)
@@ -151,7 +152,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if step % cfg.log_every == 0 or step == cfg.unet_steps - 1:
-            log_rows.append({"stage": "unet", "step": step, "loss": float(loss.detach()), "seconds": time.perf_counter() - t0})
+            log_rows.append({"stage": "unet", "step": step, "loss": float(loss.detach()),
+                             "seconds": time.perf_counter() - t0})
     unet.eval().requires_grad_(False)
     text_encoder.eval().requires_grad_(False)
 

@@ -76,7 +76,8 @@ def resolve_model_source(src: str | None) -> ModelSource:
     for sub in ("unet", "text_encoder", "vae", "tokenizer", "scheduler"):
         if not (path / sub).is_dir():
             raise EdgeFusionError(f"'{src}' has no {sub}/ folder",
-                                  "a Stable Diffusion folder needs unet/, text_encoder/, vae/, tokenizer/ and scheduler/")
+                                  "a Stable Diffusion folder needs unet/, text_encoder/, vae/, tokenizer/, "
+                                  "scheduler/")
     sampler = SamplerDefaults()
     extra = path / "edgefusion_sampler.json"  # optional: how a shipped model expects to be sampled
     if extra.is_file():

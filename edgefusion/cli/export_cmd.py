@@ -33,12 +33,13 @@ def run(args) -> int:
     """Execute ``edgefusion export``."""
     from edgefusion.export.run_export import default_out_dir, export
     from edgefusion.export.summary import format_summary
+    from edgefusion.models.source import DEFAULT_MODEL
 
-    manifest = export(model=args.model, mpq_policy=args.mpq_policy, device=args.device, out=args.out,
+    out = args.out or str(default_out_dir(args.model or DEFAULT_MODEL, args.mpq_policy))
+    manifest = export(model=args.model, mpq_policy=args.mpq_policy, device=args.device, out=out,
                       overwrite=args.overwrite, calib_prompts=args.calib_prompts, calib_steps=args.calib_steps,
                       verify_prompts=args.verify_prompts, prompts_file=args.prompts_file, seed=args.seed,
                       allow_pickle=args.allow_pickle, keep_float=args.keep_float,
                       progress=not (args.no_progress or args.json))
-    print(json.dumps(manifest.to_dict(), indent=1) if args.json else format_summary(
-        manifest, args.out or str(default_out_dir(args.model or manifest.source["ref"], args.mpq_policy))))
+    print(json.dumps(manifest.to_dict(), indent=1) if args.json else format_summary(manifest, out))
     return 0

@@ -57,6 +57,27 @@ def _lr(step: int, total: int, base: float, warmup: int = 100) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def _optimize(params: list, steps: int, lr: float, loss_fn, stage: str, log: list[dict], t0: float, log_every: int,
+              progress: bool, warmup: int = 100, clip: float | None = None, weight_decay: float = 0.0) -> None:
+    """AdamW with warm-up + cosine decay over ``steps``; ``loss_fn(step) -> (loss, logged value)``."""
+    import torch
+    from tqdm.auto import tqdm
+
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    for step in tqdm(range(steps), desc=stage, disable=not progress):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, steps, lr, warmup)
+        loss, logged = loss_fn(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        if step % log_every == 0 or step == steps - 1:
+            log.append({"stage": stage, "step": step, "loss": float(logged.detach()),
+                        "seconds": time.perf_counter() - t0})
+
+
 def write_calibration_prompts(out: Path, seed: int = 0, n: int = 300) -> Path:
     """``edgefusion_prompts.txt``: in-domain calibration prompts (training combinations) shipped with the model."""
     rng = np.random.default_rng(seed + 1)
@@ -71,7 +92,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     import diffusers
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from tqdm.auto import tqdm
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from edgefusion.models.tokenizer import build_clip_tokenizer
@@ -87,22 +107,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
     # -- 1. VAE
     vae = AutoencoderKL(**recipe.VAE)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     vae.train()
-    for step in tqdm(range(cfg.vae_steps), desc="vae", disable=not progress):
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg.vae_steps, cfg.vae_lr)
+
+    def vae_loss(_step):
         _, x = _batch(rng, cfg.batch_size)
         post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
-        rec_loss = torch.nn.functional.mse_loss(rec, x)
-        loss = rec_loss + cfg.kl_weight * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % cfg.log_every == 0 or step == cfg.vae_steps - 1:
-            log_rows.append({"stage": "vae", "step": step, "loss": float(rec_loss.detach()),
-                             "seconds": time.perf_counter() - t0})
+        rec_loss = torch.nn.functional.mse_loss(vae.decode(post.sample()).sample, x)
+        return rec_loss + cfg.kl_weight * post.kl().mean(), rec_loss
+
+    _optimize(list(vae.parameters()), cfg.vae_steps, cfg.vae_lr, vae_loss, "vae", log_rows, t0, cfg.log_every,
+              progress)
     vae.eval().requires_grad_(False)
 
     # -- 2. latent cache and scaling factor (latents scaled to unit variance, as SD does)
@@ -128,14 +142,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                                                 pad_token_id=tokenizer.pad_token_id, **recipe.TEXT))
     unet = UNet2DConditionModel(**recipe.UNET)
     noise_sched = DDPMScheduler(**recipe.SCHEDULER)
-    params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
     unet.train()
     text_encoder.train()
     acp = noise_sched.alphas_cumprod
-    for step in tqdm(range(cfg.unet_steps), desc="unet", disable=not progress):
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg.unet_steps, cfg.unet_lr)
+
+    def unet_loss(_step):
         idx = torch.from_numpy(rng.integers(0, len(captions), cfg.batch_size))
         z0 = (means[idx] + stds[idx] * torch.randn_like(means[idx])) * scale
         ids = ids_all[idx].clone()
@@ -145,15 +156,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         eps = torch.randn_like(z0)
         a = acp[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
-        pred = unet(zt, t, text_encoder(ids)[0]).sample
-        loss = torch.nn.functional.mse_loss(pred, eps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        if step % cfg.log_every == 0 or step == cfg.unet_steps - 1:
-            log_rows.append({"stage": "unet", "step": step, "loss": float(loss.detach()),
-                             "seconds": time.perf_counter() - t0})
+        loss = torch.nn.functional.mse_loss(unet(zt, t, text_encoder(ids)[0]).sample, eps)
+        return loss, loss
+
+    _optimize(list(unet.parameters()) + list(text_encoder.parameters()), cfg.unet_steps, cfg.unet_lr, unet_loss,
+              "unet", log_rows, t0, cfg.log_every, progress, clip=1.0, weight_decay=1e-2)
     unet.eval().requires_grad_(False)
     text_encoder.eval().requires_grad_(False)
 
@@ -162,21 +169,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     # (89%) without moving the latent space the UNet was trained on.
     vae.decoder.train().requires_grad_(True)
     vae.post_quant_conv.requires_grad_(True)
-    dec_params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
-    opt = torch.optim.AdamW(dec_params, lr=cfg.vae_lr / 2, weight_decay=0.0)
-    for step in tqdm(range(cfg.decoder_steps), desc="vae decoder", disable=not progress):
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg.decoder_steps, cfg.vae_lr / 2, warmup=50)
+
+    def decoder_loss(_step):
         _, x = _batch(rng, cfg.batch_size)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
         loss = torch.nn.functional.mse_loss(vae.decode(z).sample, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % cfg.log_every == 0 or step == cfg.decoder_steps - 1:
-            log_rows.append({"stage": "vae_decoder", "step": step, "loss": float(loss.detach()),
-                             "seconds": time.perf_counter() - t0})
+        return loss, loss
+
+    _optimize(list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters()), cfg.decoder_steps,
+              cfg.vae_lr / 2, decoder_loss, "vae_decoder", log_rows, t0, cfg.log_every, progress, warmup=50)
     vae.eval().requires_grad_(False)
 
     # -- 5. save

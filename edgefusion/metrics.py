@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-CAP_DB = 200.0  # identical arrays report this instead of +inf (JSON has no infinity)
+CAP_DB = 200.0  # identical arrays report this instead of +inf (JSON has no infinity); NaN/inf inputs give NaN
 
 
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
@@ -12,6 +12,8 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     ref = np.asarray(reference, np.float64)
     err = ((ref - np.asarray(test, np.float64)) ** 2).sum()
     sig = (ref ** 2).sum()
+    if not np.isfinite(err):
+        return float("nan")
     if err == 0:
         return CAP_DB
     return float(min(CAP_DB, 10 * np.log10(max(sig, 1e-300) / err)))
@@ -20,6 +22,8 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
 def psnr_db(reference: np.ndarray, test: np.ndarray, peak: float = 1.0) -> float:
     """Peak signal-to-noise ratio for images in ``[0, peak]``, capped at 200 dB."""
     mse = float(((np.asarray(reference, np.float64) - np.asarray(test, np.float64)) ** 2).mean())
+    if not np.isfinite(mse):
+        return float("nan")
     return CAP_DB if mse == 0 else float(min(CAP_DB, 10 * np.log10(peak ** 2 / mse)))
 
 
@@ -28,4 +32,6 @@ def mean_sqnr_db(references: list[np.ndarray], tests: list[np.ndarray]) -> float
     sig = sum(float((np.asarray(r, np.float64) ** 2).sum()) for r in references)
     err = sum(float(((np.asarray(r, np.float64) - np.asarray(t, np.float64)) ** 2).sum())
               for r, t in zip(references, tests))
+    if not np.isfinite(err):
+        return float("nan")
     return CAP_DB if err == 0 else float(min(CAP_DB, 10 * np.log10(max(sig, 1e-300) / err)))

@@ -109,3 +109,39 @@ def test_cli_error_is_one_line_with_status_1(tmp_path):
     lines = [line for line in res.stderr.splitlines() if line.startswith("edgefusion: error:")]
     assert len(lines) == 1 and "neither a preset" in lines[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_overwrite_refuses_a_folder_that_is_not_an_export(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    with pytest.raises(EdgeFusionError, match="not an edgefusion export"):
+        export(model="tiny", out=out, overwrite=True, **FAST)
+    assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_zero_calibration_steps_and_policy_folder(tmp_path):
+    _expect(tmp_path, "at least 1", model="tiny", **{**FAST, "calib_steps": 0})
+    (tmp_path / "pol").mkdir()
+    _expect(tmp_path, "neither a preset nor an existing file", model="tiny", mpq_policy=str(tmp_path / "pol"))
+
+
+def test_allow_pickle_still_loads_safetensors(tmp_path, tiny_pipe):
+    from edgefusion.models.source import load_pipeline, resolve_model_source
+
+    d = tmp_path / "st"
+    tiny_pipe.save_pretrained(str(d), safe_serialization=True)
+    assert load_pipeline(resolve_model_source(str(d)), allow_pickle=True).unet is not None
+
+
+def test_metrics_do_not_score_nan_as_perfect():
+    import math
+
+    import numpy as np
+
+    from edgefusion.metrics import mean_sqnr_db, psnr_db, sqnr_db
+
+    a = np.ones(4, np.float32)
+    b = a.copy()
+    b[0] = np.nan
+    assert math.isnan(sqnr_db(a, b)) and math.isnan(psnr_db(a, b)) and math.isnan(mean_sqnr_db([a], [b]))

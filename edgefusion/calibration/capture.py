@@ -68,12 +68,12 @@ class CalibrationSet:
         """Inverse of :meth:`save`."""
         path = Path(path)
         index = json.loads(path.with_suffix(".json").read_text())
-        data = np.load(path.with_suffix(".npz"))
         cal = cls(prompts=index["prompts"], steps=index["steps"], guidance_scale=index["guidance_scale"])
-        for comp in COMPONENTS:
-            for i, meta in enumerate(index["samples"][comp]):
-                cal.samples[comp].append(Sample({k: data[f"{comp}/{i}/{k}"] for k in meta["inputs"]},
-                                                meta["prompt_index"], meta["step"], meta["branch"]))
+        with np.load(path.with_suffix(".npz")) as data:
+            for comp in COMPONENTS:
+                for i, meta in enumerate(index["samples"][comp]):
+                    cal.samples[comp].append(Sample({k: data[f"{comp}/{i}/{k}"] for k in meta["inputs"]},
+                                                    meta["prompt_index"], meta["step"], meta["branch"]))
         return cal
 
 

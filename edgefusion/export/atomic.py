@@ -16,6 +16,9 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
         raise EdgeFusionError(f"output folder '{out}' already exists", "pass --overwrite to replace it, or --out DIR")
     if out.exists() and not out.is_dir():
         raise EdgeFusionError(f"output path '{out}' is a file", "pass a folder path with --out")
+    if out.exists() and overwrite and any(out.iterdir()) and not (out / "manifest.json").is_file():
+        raise EdgeFusionError(f"'{out}' is not an edgefusion export (no manifest.json), so --overwrite will not "
+                              "replace it", "pass an empty or new folder with --out")
 
 
 @contextmanager

@@ -40,7 +40,12 @@ def run_isolated(fn: Callable, *args, **kwargs) -> tuple[object, float]:
         result = Path(tmp) / "result.json"
         proc = ctx.Process(target=_child, args=(fn, args, kwargs, str(result)))
         proc.start()
-        proc.join()
+        try:
+            proc.join()
+        except BaseException:  # interrupted: do not leave the child writing into a folder being removed
+            proc.terminate()
+            proc.join()
+            raise
         if not result.is_file():
             hint = "it was killed, most likely out of memory" if proc.exitcode in (-9, 137) else "it crashed"
             raise EdgeFusionError(f"the {fn.__name__.strip('_')} process ended with status {proc.exitcode} ({hint})",

@@ -66,6 +66,10 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
 
     t_start = time.perf_counter()
     source = resolve_model_source(model)
+    if source.kind == "local":
+        from edgefusion.models.source import check_weights_format
+
+        check_weights_format(Path(source.ref), allow_pickle)
     spec = load_policy(mpq_policy)
     if device not in SUPPORTED_DEVICES:
         raise EdgeFusionError(f"unknown device '{device}'", f"use one of {', '.join(SUPPORTED_DEVICES)}")
@@ -74,7 +78,7 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
     out = Path(out) if out else default_out_dir(model or DEFAULT_MODEL, mpq_policy)
     check_output_dir(out, overwrite)
     sampler = source.sampler
-    steps = calib_steps or sampler.num_inference_steps
+    steps = sampler.num_inference_steps if calib_steps is None else calib_steps
     if steps < 1 or verify_prompts < 1:
         raise EdgeFusionError("calibration steps and verification prompts must be at least 1",
                               "pass --calib-steps N and --verify-prompts N with N >= 1")
@@ -197,7 +201,8 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
     policy = PolicySpec.from_dict(spec)
     cal = CalibrationSet.load(stage_dir / ".work" / "cal")
     ver = CalibrationSet.load(stage_dir / ".work" / "ver")
-    refs_file = np.load(stage_dir / ".work" / "refs.npz")
+    with np.load(stage_dir / ".work" / "refs.npz") as data:
+        refs_file = {k: data[k] for k in data.files}
     records = {}
     for comp in COMPONENT_ORDER:
         refs = [refs_file[f"{comp}/{i}"] for i in range(len(ver.samples[comp]))]
@@ -210,6 +215,11 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
         sess = open_session(qg.path)
         q_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
         del sess
+        if not all(np.isfinite(o).all() for o in float_out + q_out):
+            which = "float" if not all(np.isfinite(o).all() for o in float_out) else "quantized"
+            raise EdgeFusionError(f"the {which} {comp} graph produces NaN/inf on the verification inputs",
+                                  "the model overflows in this precision: keep the overflowing layers FP32 in "
+                                  "the policy")
         qmodel = onnx.load(str(qg.path), load_external_data=False)
         nodes = Counter(n.op_type for n in qmodel.graph.node)
         del qmodel

@@ -78,19 +78,29 @@ def resolve_model_source(src: str | None) -> ModelSource:
             raise EdgeFusionError(f"'{src}' has no {sub}/ folder",
                                   "a Stable Diffusion folder needs unet/, text_encoder/, vae/, tokenizer/, "
                                   "scheduler/")
-    sampler = SamplerDefaults()
     extra = path / "edgefusion_sampler.json"  # optional: how a shipped model expects to be sampled
-    if extra.is_file():
-        sampler = SamplerDefaults(**json.loads(extra.read_text()))
-    else:
-        unet_cfg = json.loads((path / "unet" / "config.json").read_text())
-        vae_cfg = json.loads((path / "vae" / "config.json").read_text())
-        scale = 2 ** (len(vae_cfg.get("block_out_channels", [0] * 4)) - 1)
-        size = int(unet_cfg.get("sample_size", 64)) * scale
-        sampler = SamplerDefaults(height=size, width=size)
+    try:
+        if extra.is_file():
+            sampler = SamplerDefaults(**json.loads(extra.read_text()))
+        else:
+            unet_cfg = json.loads((path / "unet" / "config.json").read_text())
+            vae_cfg = json.loads((path / "vae" / "config.json").read_text())
+            scale = 2 ** (len(vae_cfg.get("block_out_channels", [0] * 4)) - 1)
+            size = int(unet_cfg.get("sample_size", 64)) * scale
+            sampler = SamplerDefaults(height=size, width=size)
+    except (OSError, ValueError, TypeError) as err:
+        raise EdgeFusionError(f"'{src}' has an unreadable config ({type(err).__name__}: {err})",
+                              "check unet/config.json, vae/config.json and edgefusion_sampler.json") from None
     prompts = path / "edgefusion_prompts.txt"
     return ModelSource("local", str(path.resolve()), False, sampler,
                        str(prompts.resolve()) if prompts.is_file() else None)
+
+
+def check_weights_format(path: Path, allow_pickle: bool) -> None:
+    """Refuse pickle-only weights unless the user allowed them (pickle files can run code when loaded)."""
+    if not any(path.glob("unet/*.safetensors")) and not allow_pickle:
+        raise EdgeFusionError(f"'{path}' has no safetensors weights in unet/ (pickle .bin files can run code)",
+                              "convert them to safetensors, or pass --allow-pickle if you trust the files")
 
 
 def load_pipeline(source: ModelSource, allow_pickle: bool = False, quiet: bool = False):
@@ -102,15 +112,12 @@ def load_pipeline(source: ModelSource, allow_pickle: bool = False, quiet: bool =
     from diffusers import StableDiffusionPipeline
 
     path = Path(source.ref)
-    has_safetensors = any(path.glob("unet/*.safetensors"))
-    if not has_safetensors and not allow_pickle:
-        raise EdgeFusionError(f"'{path}' has no safetensors weights in unet/ (pickle .bin files can run code)",
-                              "convert them to safetensors, or pass --allow-pickle if you trust the files")
+    check_weights_format(path, allow_pickle)
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            str(path), use_safetensors=not allow_pickle, safety_checker=None, requires_safety_checker=False,
-            local_files_only=True)
-    except (OSError, ValueError, EnvironmentError) as err:
+            str(path), use_safetensors=None if allow_pickle else True, safety_checker=None,
+            requires_safety_checker=False, local_files_only=True)
+    except Exception as err:  # any loader failure is the folder's problem, reported in one line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise EdgeFusionError(f"could not load '{path}' as a Stable Diffusion pipeline ({first})",
                               "check that the folder was written by save_pretrained and is complete") from None

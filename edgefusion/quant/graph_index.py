@@ -29,10 +29,12 @@ class GraphIndex:
         idx.graph_outputs = [o.name for o in g.output]
         skeleton = onnx.ModelProto()
         skeleton.CopyFrom(model)
-        for t in skeleton.graph.initializer:  # keep dims/dtype, drop payloads
-            t.ClearField("raw_data")
-            del t.external_data[:]
-            t.data_location = onnx.TensorProto.DEFAULT
+        for t in skeleton.graph.initializer:  # drop weight payloads, keep shape and other small constants
+            large = t.data_location == onnx.TensorProto.EXTERNAL or len(t.raw_data) > 1024
+            if large and t.data_type != onnx.TensorProto.INT64:
+                t.ClearField("raw_data")
+                del t.external_data[:]
+                t.data_location = onnx.TensorProto.DEFAULT
         try:
             inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False)
         except Exception:  # inference is best effort; exporter value_info usually suffices

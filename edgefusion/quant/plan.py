@@ -92,7 +92,8 @@ def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: Res
         if p is not None and p.is_integer:
             requests.append((p.activation_bits, layer.name))
         if requests:
-            bits, owner = max(requests)
+            own = layer.name if layer is not None else None
+            bits, owner = max(requests, key=lambda r: (r[0], r[1] == own, r[1]))  # ties: the producer owns it
             plan.act_bits[tensor] = bits
             plan.act_owner[tensor] = owner
         elif p is Precision.FP16:

@@ -96,7 +96,7 @@ def load_policy(ref: str | Path) -> PolicySpec:
     path = Path(ref).expanduser()
     if ref in policy_names() and not path.exists():
         path = config_dir("policies") / f"{ref}.yaml"
-    elif not path.exists():
+    elif not path.is_file():
         raise EdgeFusionError(f"policy '{ref}' is neither a preset nor an existing file",
                               f"use one of {', '.join(policy_names())} or a path to a policy YAML")
     try:

@@ -33,6 +33,9 @@ class OnnxStableDiffusion:
             raise EdgeFusionError(f"'{self.dir}' has no manifest.json, so it is not an edgefusion export",
                                   "pass a folder written by `edgefusion export`")
         self.manifest = json.loads(manifest.read_text())
+        if not {"shapes", "source"} <= set(self.manifest):
+            raise EdgeFusionError(f"'{manifest}' is not an edgefusion export manifest",
+                                  "pass a folder written by `edgefusion export`")
         self.graphs = graphs or {c: self.dir / c / "model.onnx" for c in ("text_encoder", "unet", "vae_decoder")}
         missing = [str(p) for p in self.graphs.values() if not Path(p).is_file()]
         if missing:
@@ -60,7 +63,9 @@ class OnnxStableDiffusion:
         import torch
 
         sampler = self.manifest["source"]["sampler"]
-        steps = steps or sampler["num_inference_steps"]
+        steps = sampler["num_inference_steps"] if steps is None else steps
+        if steps < 1:
+            raise EdgeFusionError(f"steps must be at least 1, got {steps}", "pass --steps 1 or more")
         guidance_scale = sampler["guidance_scale"] if guidance_scale is None else guidance_scale
         text_encoder = self._session("text_encoder")
         cond = self._encode(text_encoder, prompt)
@@ -100,5 +105,8 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
     """Write an HxWx3 [0, 1] float image as PNG."""
     from PIL import Image
 
-    Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)).save(path)
-    return Path(path)
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise EdgeFusionError(f"folder '{path.parent}' does not exist", "create it or pass another --out")
+    Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)).save(path, format="PNG")
+    return path

@@ -16,7 +16,12 @@ def open_session(path: str | Path, threads: int = 0):
     """
     import onnxruntime as ort
 
-    threads = threads or int(os.environ.get("EDGEFUSION_ORT_THREADS", "0") or 0)
+    env = os.environ.get("EDGEFUSION_ORT_THREADS", "0").strip() or "0"
+    if not env.isdigit():
+        from edgefusion.errors import EdgeFusionError
+
+        raise EdgeFusionError(f"EDGEFUSION_ORT_THREADS='{env}' is not a whole number", "unset it or set e.g. 2")
+    threads = threads or int(env)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     if threads:

@@ -71,7 +71,6 @@ def caption_words() -> list[str]:
 
 def render(a: Attributes, rng: np.random.Generator | None = None, size: int = IMAGE_SIZE) -> np.ndarray:
     """Draw the image (HxWx3 uint8). With ``rng``, position, size and colours get a small random jitter."""
-    rng = rng or np.random.default_rng(0)
     jitter = rng is not None
     scale = size / IMAGE_SIZE
     cx, cy = POSITIONS[a.position]

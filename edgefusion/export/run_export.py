@@ -16,7 +16,7 @@ import onnx
 
 from edgefusion import __version__
 from edgefusion.errors import EdgeFusionError
-from edgefusion.export.atomic import atomic_dir, check_output_dir
+from edgefusion.export.atomic import atomic_dir
 from edgefusion.export.manifest import ComponentRecord, ExportManifest
 
 COMPONENT_ORDER = ("text_encoder", "unet", "vae_decoder")
@@ -76,7 +76,6 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
     prompts = read_prompts(prompts_file or source.prompts_file)
     cal_prompts, ver_prompts = split_prompts(prompts, calib_prompts, verify_prompts)
     out = Path(out) if out else default_out_dir(model or DEFAULT_MODEL, mpq_policy)
-    check_output_dir(out, overwrite)
     sampler = source.sampler
     steps = sampler.num_inference_steps if calib_steps is None else calib_steps
     if steps < 1 or verify_prompts < 1:
@@ -84,11 +83,11 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
                               "pass --calib-steps N and --verify-prompts N with N >= 1")
 
     with atomic_dir(out, overwrite) as stage:
-        return _export_into(stage, out, source, spec, device, cal_prompts, ver_prompts, steps, seed,
+        return _export_into(stage, source, spec, device, cal_prompts, ver_prompts, steps, seed,
                             allow_pickle, keep_float, progress, t_start)
 
 
-def _export_into(stage: Path, out: Path, source, spec, device, cal_prompts, ver_prompts, steps, seed, allow_pickle,
+def _export_into(stage: Path, source, spec, device, cal_prompts, ver_prompts, steps, seed, allow_pickle,
                  keep_float, progress, t_start) -> ExportManifest:
     from edgefusion.export.isolated import run_isolated
 

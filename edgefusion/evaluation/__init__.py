@@ -1,0 +1,1 @@
+"""Image-quality evaluation of exports: generation, metrics, sharding and the HTML report."""

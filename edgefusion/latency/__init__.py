@@ -1,0 +1,1 @@
+"""Emulated NPU latency: device profiles, per-node cost model, reports, pluggable backends."""

@@ -1,0 +1,1 @@
+"""Per-layer quantization sensitivity profiling and automatic mixed-precision policies."""

@@ -1,0 +1,1 @@
+"""Graph transforms for the NPU: attention (query-block) tiling and sub-graph partitioning."""

@@ -58,8 +58,9 @@ class OnnxStableDiffusion:
         return run_session(session, {"input_ids": ids})[0]
 
     def __call__(self, prompt: str, seed: int = 0, steps: int | None = None, guidance_scale: float | None = None,
-                 record=None) -> np.ndarray:
-        """Generate one image; returns float32 HxWx3 in [0, 1]. ``record(step, t, noise_pred)`` sees every step."""
+                 record=None, on_step=None) -> np.ndarray:
+        """Generate one image; returns float32 HxWx3 in [0, 1]. ``record(step, t, noise_pred)`` sees every step;
+        ``on_step(step, t, noise_pred, latents)`` also sees the latents after the scheduler step."""
         import torch
 
         sampler = self.manifest["source"]["sampler"]
@@ -84,6 +85,8 @@ class OnnxStableDiffusion:
             if record:
                 record(i, float(t), noise)
             latents = self.scheduler.step(torch.from_numpy(noise), t, latents, return_dict=False)[0]
+            if on_step:
+                on_step(i, float(t), noise, latents.numpy())
         del unet
         z = (latents / self.scaling_factor).numpy().astype(np.float32)
         image = run_session(self._session("vae_decoder"), {"latent_sample": z})[0]

@@ -21,6 +21,7 @@ class ComponentRecord:
     quant_vs_torch_sqnr_db: float
     quant_vs_float_sqnr_db: float
     verify_samples: int
+    tiling: dict = field(default_factory=dict)  # tiled sites, tiled-vs-untiled SQNR and max |diff|
 
 
 @dataclass
@@ -40,7 +41,8 @@ class ExportManifest:
     timings_s: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
     peak_rss_after_stage_mb: dict[str, float] = field(default_factory=dict)  # where the peak grew
-    latency: dict | None = None
+    latency: dict | None = None  # LatencyReport.summary() for the device (full detail in latency.json)
+    tiling: dict = field(default_factory=dict)  # {"enabled": bool, "sites": {component/softmax node: decision}}
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:

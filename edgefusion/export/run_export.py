@@ -20,7 +20,6 @@ from edgefusion.export.atomic import atomic_dir
 from edgefusion.export.manifest import ComponentRecord, ExportManifest
 
 COMPONENT_ORDER = ("text_encoder", "unet", "vae_decoder")
-SUPPORTED_DEVICES = ("exynos2400",)  # device profiles and the latency model arrive with their own issue
 
 
 def _peak_rss_mb() -> float:
@@ -54,7 +53,7 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
            out: str | Path | None = None, overwrite: bool = False, calib_prompts: int = 8,
            calib_steps: int | None = None, verify_prompts: int = 2, prompts_file: str | None = None,
            seed: int = 0, allow_pickle: bool = False, keep_float: bool = False,
-           progress: bool = True) -> ExportManifest:
+           progress: bool = True, tiling: bool = True) -> ExportManifest:
     """Export and quantize a Stable Diffusion model for ``device``; returns the manifest of the written folder.
 
     Every argument maps to one CLI flag of ``edgefusion export``. All inputs are checked before heavy work starts,
@@ -71,8 +70,9 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
 
         check_weights_format(Path(source.ref), allow_pickle)
     spec = load_policy(mpq_policy)
-    if device not in SUPPORTED_DEVICES:
-        raise EdgeFusionError(f"unknown device '{device}'", f"use one of {', '.join(SUPPORTED_DEVICES)}")
+    from edgefusion.latency.device import load_device
+
+    profile = load_device(device)  # a name or a YAML path; validated before any heavy work
     prompts = read_prompts(prompts_file or source.prompts_file)
     cal_prompts, ver_prompts = split_prompts(prompts, calib_prompts, verify_prompts)
     out = Path(out) if out else default_out_dir(model or DEFAULT_MODEL, mpq_policy)
@@ -83,12 +83,12 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
                               "pass --calib-steps N and --verify-prompts N with N >= 1")
 
     with atomic_dir(out, overwrite) as stage:
-        return _export_into(stage, source, spec, device, cal_prompts, ver_prompts, steps, seed,
-                            allow_pickle, keep_float, progress, t_start)
+        return _export_into(stage, source, spec, profile, cal_prompts, ver_prompts, steps, seed,
+                            allow_pickle, keep_float, progress, t_start, tiling)
 
 
-def _export_into(stage: Path, source, spec, device, cal_prompts, ver_prompts, steps, seed, allow_pickle,
-                 keep_float, progress, t_start) -> ExportManifest:
+def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, steps, seed, allow_pickle,
+                 keep_float, progress, t_start, tiling) -> ExportManifest:
     from edgefusion.export.isolated import run_isolated
 
     work = stage / ".work"
@@ -98,23 +98,30 @@ def _export_into(stage: Path, source, spec, device, cal_prompts, ver_prompts, st
     manifest = ExportManifest(
         edgefusion_version=__version__, versions=_versions(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), source=source.to_dict(),
-        policy=spec.to_dict(), device=device,
+        policy=spec.to_dict(), device=profile.name,
         calibration={"prompts": len(cal_prompts), "steps": steps, "guidance_scale": source.sampler.guidance_scale,
                      "samples": t_info["samples"], "digest": t_info["digest"], "verify_prompts": len(ver_prompts),
                      "seed": seed},
-        shapes=t_info["shapes"],
-        notes=["latency estimate: not computed (the emulated NPU latency model is not implemented yet)"])
+        shapes=t_info["shapes"])
     if source.random_weights:
         manifest.notes.append("RANDOM weights (architecture preset): fidelity figures do not predict a trained model")
     manifest.save(stage / "manifest.json")  # the runtime pipeline of the next stage reads it
     (stage / "policy.yaml").write_text(spec.to_yaml())
-    o_info, o_rss = run_isolated(_onnx_stage, str(stage), spec.to_dict(), t_info["reference"], steps, progress)
+    o_info, o_rss = run_isolated(_onnx_stage, str(stage), spec.to_dict(), t_info["reference"], steps, progress,
+                                 profile.to_dict() if tiling else None)
     manifest.components = {c: ComponentRecord(**r) for c, r in o_info["components"].items()}
     manifest.end_to_end = o_info["end_to_end"]
+    manifest.tiling = {"enabled": tiling, "sites": o_info["tiling"]}
     shutil.rmtree(work)
     if not keep_float:
         shutil.rmtree(stage / "float")
     _write_model_index(stage)
+    manifest.save(stage / "manifest.json")
+    from edgefusion.latency.estimate import estimate_export
+
+    report = estimate_export(stage, device=_device_ref(profile, stage), backend="emulated")
+    report.save(stage / "latency.json")
+    manifest.latency = report.summary()
     manifest.timings_s = {**t_info["timings"], **o_info["timings"], "total": round(time.perf_counter() - t_start, 3)}
     manifest.peak_rss_after_stage_mb = {"torch_stage": round(t_rss, 1), "onnx_stage": round(o_rss, 1),
                                         "orchestrator": round(_peak_rss_mb(), 1)}
@@ -186,9 +193,22 @@ def _torch_stage(stage: str, source: dict, cal_prompts, ver_prompts, steps, seed
             "reference": {"prompt": ref_prompt, "seed": ref_seed}}
 
 
-def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: bool) -> dict:
+def _device_ref(profile, stage: Path) -> str:
+    """The profile as ``estimate_export`` takes it: a shipped name, or a copy saved into the export folder."""
+    from edgefusion.latency.device import device_names, load_device
+
+    if profile.name in device_names() and load_device(profile.name).to_dict() == profile.to_dict():
+        return profile.name
+    path = stage / "device.json"
+    profile.save(path)
+    return str(path)
+
+
+def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: bool,
+                device: dict | None) -> dict:
     """onnxruntime work (own process, no torch model): verify float graphs, quantize, verify, end-to-end image."""
     from edgefusion.calibration.capture import CalibrationSet
+    from edgefusion.latency.device import DeviceProfile
     from edgefusion.metrics import mean_sqnr_db, psnr_db
     from edgefusion.quant.policy import PolicySpec
     from edgefusion.quant.quantize_graph import quantize_graph
@@ -202,7 +222,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
     ver = CalibrationSet.load(stage_dir / ".work" / "ver")
     with np.load(stage_dir / ".work" / "refs.npz") as data:
         refs_file = {k: data[k] for k in data.files}
-    records = {}
+    records, all_tiling = {}, {}
     for comp in COMPONENT_ORDER:
         refs = [refs_file[f"{comp}/{i}"] for i in range(len(ver.samples[comp]))]
         fpath = stage_dir / "float" / comp / "model.onnx"
@@ -219,6 +239,20 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
             raise EdgeFusionError(f"the {which} {comp} graph produces NaN/inf on the verification inputs",
                                   "the model overflows in this precision: keep the overflowing layers FP32 in "
                                   "the policy")
+        tiling = {}
+        if device is not None:  # attention tiling for the device's SRAM, verified against the untiled graph
+            tiling = _tile_component(qg.path, comp, DeviceProfile.from_dict(device))
+            if tiling:
+                sess = open_session(qg.path)
+                t_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
+                del sess
+                tiling = {"sites": tiling, "tiled_vs_untiled_sqnr_db": round(mean_sqnr_db(q_out, t_out), 2),
+                          "max_abs_diff": float(max(np.abs(a - b).max() for a, b in zip(q_out, t_out)))}
+                if tiling["tiled_vs_untiled_sqnr_db"] < 80:
+                    raise EdgeFusionError(f"the tiled {comp} graph differs from the untiled one "
+                                          f"({tiling['tiled_vs_untiled_sqnr_db']} dB)",
+                                          "export with --no-tiling and report the model")
+                all_tiling.update({f"{comp}/{k}": v for k, v in tiling["sites"].items()})
         qmodel = onnx.load(str(qg.path), load_external_data=False)
         nodes = Counter(n.op_type for n in qmodel.graph.node)
         del qmodel
@@ -227,7 +261,9 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
             node_counts={k: nodes.get(k, 0) for k in ("QuantizeLinear", "DequantizeLinear", "Cast")},
             qdq_by_op_type=qg.qdq_by_op_type(), float_vs_torch_sqnr_db=round(mean_sqnr_db(refs, float_out), 2),
             quant_vs_torch_sqnr_db=round(mean_sqnr_db(refs, q_out), 2),
-            quant_vs_float_sqnr_db=round(mean_sqnr_db(float_out, q_out), 2), verify_samples=len(q_out))
+            quant_vs_float_sqnr_db=round(mean_sqnr_db(float_out, q_out), 2), verify_samples=len(q_out),
+            tiling={k: v for k, v in tiling.items() if k != "sites"} | ({"sites": len(tiling["sites"])}
+                                                                          if tiling else {}))
         qg.resolved.save(stage_dir / comp / "precisions.json")
         lap(f"quantize_{comp}")
 
@@ -239,10 +275,21 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
     save_png(ref_image, stage_dir / "verify_torch_float.png")
     save_png(quant_image, stage_dir / "verify_quantized.png")
     lap("end_to_end_check")
-    return {"components": records, "timings": lap.timings,
+    return {"components": records, "timings": lap.timings, "tiling": all_tiling,
             "end_to_end": {"prompt": prompt, "seed": seed, "steps": steps,
                            "float_onnx_vs_torch_psnr_db": round(psnr_db(ref_image, float_image), 2),
                            "quantized_vs_torch_psnr_db": round(psnr_db(ref_image, quant_image), 2)}}
+
+
+def _tile_component(path: Path, component: str, device) -> dict:
+    """Tile the attention of the written graph for ``device`` (structure only: external weights stay in place)."""
+    from edgefusion.latency.estimate import tile_for_device
+
+    model = onnx.load(str(path), load_external_data=False)
+    decided = tile_for_device(model, component, device)
+    if decided:
+        onnx.save(model, str(path))
+    return decided
 
 
 def _write_model_index(stage: Path) -> None:

@@ -27,6 +27,16 @@ def format_summary(m: ExportManifest, out: str | None = None) -> str:
     lines += ["", f"image PSNR vs PyTorch float ({e.get('steps')} steps): float ONNX "
                   f"{e.get('float_onnx_vs_torch_psnr_db')} dB, quantized {e.get('quantized_vs_torch_psnr_db')} dB",
               f"time {m.timings_s.get('total', 0):.1f} s, peak RSS {m.peak_rss_mb:.0f} MB"]
+    sites = (m.tiling or {}).get("sites") or {}
+    if (m.tiling or {}).get("enabled"):
+        sqnr = [c.tiling.get("tiled_vs_untiled_sqnr_db") for c in m.components.values() if c.tiling]
+        lines.append(f"attention tiling for {m.device}: {len(sites)} sites tiled"
+                     + (f" (tiled vs untiled SQNR >= {min(sqnr)} dB)" if sqnr else ""))
+    lat = m.latency
+    if lat:
+        parts = ", ".join(f"{k} {v['ms']:.1f} ms x{v['calls']}" for k, v in lat["components"].items())
+        lines.append(f"estimated latency on {lat['device']} ({lat['backend']}): {lat['total_ms']:.1f} ms per image "
+                     f"({lat['steps']} steps: {parts}); details in latency.json")
     lines += [f"note: {n}" for n in m.notes]
     if out:
         lines.append(f"written: {out}")

@@ -10,15 +10,22 @@
   stay on chip while live; when SRAM runs out the live tensor needed furthest in the future is spilled (written
   to DRAM, read back by each later consumer) -- Belady's rule. Graph inputs are read from, outputs written to, DRAM.
 * **Time** of a kernel = max(compute, DRAM bytes / bandwidth) + per-kernel overhead; a graph adds a per-call
-  overhead.
+  overhead. Kernels produced by attention tiling are a loop of identical kernels the compiler issues back to back,
+  so every tile after the first (and the split/concat) pays the per-tile overhead instead of the per-node one.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from edgefusion.latency.device import DeviceProfile
 from edgefusion.latency.op_graph import OpGraph
+
+
+# repeat kernels the attention tiler generated: tiles after the first (``<node>__t<i>``, i >= 1) and the split /
+# concat around them; the first tile (``__t0``) is launched like any kernel and pays the per-node overhead
+TILE_KERNEL = re.compile(r"(__t[1-9]\d*|__tile_split|__tile_concat|__split|__concat)$")
 
 
 @dataclass
@@ -107,7 +114,8 @@ def estimate_graph(graph: OpGraph, device: DeviceProfile, inputs_on_chip: bool =
     te_rate = device.tensor_macs_per_s
     ve_rate = device.vector_ops_per_s
     bw = device.dram_bytes_per_s
-    overhead_ms = device.overheads["per_node_us"] / 1e3
+    node_overhead_ms = device.overheads["per_node_us"] / 1e3
+    tile_overhead_ms = device.overheads.get("per_tile_us", device.overheads["per_node_us"]) / 1e3
 
     def next_use(t: str, after: int) -> int:
         for g in consumers_g.get(t, []):
@@ -159,6 +167,7 @@ def estimate_graph(graph: OpGraph, device: DeviceProfile, inputs_on_chip: bool =
         compute_ms = max(te_s, ve_s) * 1e3
         dram_ms = dram / bw * 1e3
         head = member_ops[0]
+        overhead_ms = tile_overhead_ms if TILE_KERNEL.search(head.name) else node_overhead_ms
         kernels.append(KernelCost(
             name=head.name, ops=[op.name for op in member_ops], category=head.category,
             precision=device.rate(head.engine, head.category, head.precision)[1], block=head.block,

@@ -19,11 +19,11 @@ REQUIRED = {
     "tensor_engine": ("macs_per_cycle", "clock_mhz", "efficiency"),
     "vector_engine": ("lanes", "clock_mhz", "efficiency"),
     "memory": ("sram_mb", "dram_gb_per_s", "dram_efficiency"),
-    "overheads": ("per_node_us", "per_graph_us"),
+    "overheads": ("per_node_us", "per_tile_us", "per_graph_us"),
     "limits": ("max_graph_weight_mb", "max_graph_memory_mb"),
 }
 FRACTIONS = {("tensor_engine", "efficiency"), ("vector_engine", "efficiency"), ("memory", "dram_efficiency")}
-ZERO_ALLOWED = {("overheads", "per_node_us"), ("overheads", "per_graph_us")}
+ZERO_ALLOWED = {("overheads", "per_node_us"), ("overheads", "per_tile_us"), ("overheads", "per_graph_us")}
 
 
 @dataclass

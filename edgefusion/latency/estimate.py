@@ -1,0 +1,134 @@
+"""The ``latency`` verb: estimate one image's NPU latency from an export folder or straight from an architecture."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import onnx
+
+from edgefusion.errors import EdgeFusionError
+from edgefusion.latency.backends import select_backend
+from edgefusion.latency.device import DeviceProfile, load_device
+from edgefusion.latency.op_graph import build_op_graph
+from edgefusion.latency.report import ComponentLatency, LatencyReport
+
+COMPONENTS = ("text_encoder", "unet", "vae_decoder")
+
+
+def calls_per_image(steps: int, guidance: bool) -> dict[str, int]:
+    """Graph calls for one image: CFG runs the text encoder and every UNet step twice (batch 1 per call)."""
+    branches = 2 if guidance else 1
+    return {"text_encoder": branches, "unet": steps * branches, "vae_decoder": 1}
+
+
+def tile_for_device(model: onnx.ModelProto, component: str, device: DeviceProfile, plan=None) -> dict:
+    """Tile ``model``'s attention in place where the latency model says it pays; returns the decisions
+    (softmax node -> {block, tiles, ms_untiled, ms_tiled}) for the sites it changed."""
+    from edgefusion.tiling.attention import find_attention_sites, tile_attention
+    from edgefusion.tiling.planner import plan_attention_tiling
+
+    sites = find_attention_sites(model)
+    if not sites:
+        return {}
+    choices = plan_attention_tiling(build_op_graph(model, component, plan), sites, device)
+    chosen = {name: c for name, c in choices.items() if c.tiles > 1}
+    if chosen:
+        tile_attention(model, {name: c.block for name, c in chosen.items()})
+    return {name: {"block": c.block, "tiles": c.tiles, "ms_untiled": c.ms_untiled, "ms_tiled": c.ms_tiled}
+            for name, c in chosen.items()}
+
+
+def _extend_plan(plan, model: onnx.ModelProto) -> None:
+    """Tile tensors (``<name>__t<i>``) take the storage type of the tensor they are a slice of."""
+    for node in model.graph.node:
+        for t in node.output:
+            m = re.fullmatch(r"(.*)__t\d+", t)
+            if not m:
+                continue
+            origin = m.group(1)
+            if origin in plan.act_bits:
+                plan.act_bits[t] = plan.act_bits[origin]
+            elif origin in plan.fp16_tensors:
+                plan.fp16_tensors.append(t)
+    for node in model.graph.node:  # the split query tiles
+        if node.op_type == "Split" and node.name.endswith("__tile_split"):
+            for t in node.output:
+                if node.input[0] in plan.act_bits:
+                    plan.act_bits[t] = plan.act_bits[node.input[0]]
+
+
+def estimate_model(model: str | None = None, mpq_policy: str = "default", device: str = "exynos2400",
+                   steps: int | None = None, tiling: bool = True, guidance_scale: float | None = None,
+                   height: int | None = None, width: int | None = None, backend: str = "auto") -> LatencyReport:
+    """Estimate from an architecture (preset, local folder or ``embedded``) without exporting weights."""
+    from edgefusion.latency.skeleton import build_skeletons
+    from edgefusion.models.source import resolve_model_source
+    from edgefusion.quant.layers import find_layers
+    from edgefusion.quant.plan import plan_quantization
+    from edgefusion.quant.policy import load_policy, resolve_policy
+
+    source = resolve_model_source(model)
+    spec = load_policy(mpq_policy)
+    profile = load_device(device)
+    steps = source.sampler.num_inference_steps if steps is None else steps
+    if steps < 1:
+        raise EdgeFusionError(f"steps must be at least 1, got {steps}", "pass --steps 1 or more")
+    gs = source.sampler.guidance_scale if guidance_scale is None else guidance_scale
+    chosen, notes = select_backend(backend, profile)
+    skeletons = build_skeletons(source, height, width)
+    calls = calls_per_image(steps, gs > 1.0)
+    comps, tiles = {}, {}
+    for comp, graph in skeletons.items():
+        layers = find_layers(graph, comp)
+        plan = plan_quantization(graph, layers, resolve_policy(spec, layers))
+        if tiling:
+            decided = tile_for_device(graph, comp, profile, plan)
+            if decided:
+                _extend_plan(plan, graph)
+                tiles.update({f"{comp}/{k}": v for k, v in decided.items()})
+        comps[comp] = ComponentLatency.from_costs([chosen.estimate(graph, comp, profile, plan)], calls[comp])
+    name = source.ref if source.kind == "preset" else Path(source.ref).name
+    return LatencyReport.combine(profile.name, chosen.name, name, spec.name, steps, gs > 1.0, tiling, comps,
+                                 tiles, notes)
+
+
+def component_graph_files(export_dir: Path, manifest: dict, component: str) -> list[Path]:
+    """The ONNX file(s) of one component of an export (several when it was partitioned)."""
+    rec = manifest.get("components", {}).get(component) or {}
+    parts = (rec.get("partition") or {}).get("files")
+    files = [export_dir / f for f in parts] if parts else [export_dir / component / "model.onnx"]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise EdgeFusionError(f"export folder '{export_dir}' lacks {missing[0]}", "re-run `edgefusion export`")
+    return files
+
+
+def estimate_export(export_dir: str | Path, device: str | None = None, steps: int | None = None,
+                    guidance_scale: float | None = None, backend: str = "auto") -> LatencyReport:
+    """Estimate from the graphs an export folder holds (QDQ precisions, tiling and partitions as written)."""
+    export_dir = Path(export_dir)
+    mpath = export_dir / "manifest.json"
+    if not mpath.is_file():
+        raise EdgeFusionError(f"'{export_dir}' has no manifest.json, so it is not an edgefusion export",
+                              "pass a folder written by `edgefusion export`, or --model SRC")
+    manifest = json.loads(mpath.read_text())
+    profile = load_device(device or manifest.get("device", "exynos2400"))
+    sampler = manifest["source"]["sampler"]
+    steps = sampler["num_inference_steps"] if steps is None else steps
+    if steps < 1:
+        raise EdgeFusionError(f"steps must be at least 1, got {steps}", "pass --steps 1 or more")
+    gs = sampler["guidance_scale"] if guidance_scale is None else guidance_scale
+    chosen, notes = select_backend(backend, profile)
+    calls = calls_per_image(steps, gs > 1.0)
+    comps = {}
+    for comp in COMPONENTS:
+        costs = [chosen.estimate(onnx.load(str(f), load_external_data=False), comp, profile)
+                 for f in component_graph_files(export_dir, manifest, comp)]
+        comps[comp] = ComponentLatency.from_costs(costs, calls[comp])
+    tiling = manifest.get("tiling") or {}
+    src = manifest["source"]
+    name = src["ref"] if src["kind"] == "preset" else Path(src["ref"]).name
+    return LatencyReport.combine(profile.name, chosen.name, name, manifest["policy"]["name"], steps, gs > 1.0,
+                                 bool(tiling.get("sites")), comps, tiling.get("sites", {}), notes)

@@ -2,7 +2,7 @@
 w8a8 vs w8a16 vs fp16, against the PyTorch float pipeline and the float ONNX graphs).
 
     python eval/compare_policies.py --out DIR [--model embedded] [--policies default,w8a8,w8a16,fp16]
-        [--prompts held-out:24] [--seed 0] [--calib-prompts 8] [--calib-steps N] [--verify-prompts 2]
+        [--prompts held-out:100] [--seed 0] [--calib-prompts 8] [--calib-steps N] [--verify-prompts 2]
         [--overwrite] [--json] [--no-progress]
 
 Prints the table (PSNR/SSIM vs float, noise SQNR, attribute accuracy, latency estimate) and the wall time; the
@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", required=True)
     ap.add_argument("--model", default=None, help="as for `edgefusion export --model` (default: embedded)")
     ap.add_argument("--policies", default="default,w8a8,w8a16,fp16", help="comma-separated presets or files")
-    ap.add_argument("--prompts", default="held-out:24", help="held-out:N or a prompt file")
+    ap.add_argument("--prompts", default="held-out:100",
+                    help="held-out:N or a prompt file (default: the quality gate's 100 held-out prompts)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--calib-prompts", type=int, default=8)
     ap.add_argument("--calib-steps", type=int, default=None)

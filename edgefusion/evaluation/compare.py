@@ -19,7 +19,7 @@ DEFAULT_POLICIES = ("default", "w8a8", "w8a16", "fp16")
 
 
 def compare_policies(out: str | Path, model: str | None = None, policies: tuple[str, ...] = DEFAULT_POLICIES,
-                     prompts: str = "held-out:24", seed: int = 0, calib_prompts: int = 8,
+                     prompts: str = "held-out:100", seed: int = 0, calib_prompts: int = 8,
                      calib_steps: int | None = None, verify_prompts: int = 2, overwrite: bool = False,
                      progress: bool = True) -> tuple[EvalResult, dict]:
     """Export ``model`` with each policy, evaluate all exports on ``prompts``; returns the evaluation result and

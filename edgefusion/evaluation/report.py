@@ -73,13 +73,22 @@ def _metric_table(result: EvalResult) -> str:
         if has["attribute_accuracy"]:
             acc = s.get("attribute_accuracy") or {}
             cells += [f"<td>{_pct(acc.get(k))}</td>" for k in ("all", *ATTRIBUTES)]
-        for k, fmt in (("clip_score", "{:.2f}"), ("fid", "{:.2f}"), ("fid_vs_float", "{:.2f}")):
+        for k, fmt in (("clip_score", "{:.2f}"), ("fid", "{:.4g}"), ("fid_vs_float", "{:.4g}")):
             if has[k]:
                 cells.append(f"<td>{_num(s.get(k), fmt)}</td>")
         cells.append(f"<td>{escape(format_latency(s.get('latency'))) if v.kind == 'export' else '—'}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     th = "".join(f'<th{" class=l" if i == 0 else ""}>{escape(h)}</th>' for i, h in enumerate(head))
-    return f'<table id="metrics"><thead><tr>{th}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    foot = []
+    if has["attribute_accuracy"]:
+        n = max(s.get("attribute_images", 0) for s in summ.values())
+        total = max(s.get("images", 0) for s in summ.values())
+        foot.append(f"Attribute accuracy over the {n} of {total} images whose prompt is a shapes-dataset caption.")
+    if has["fid"] or has["fid_vs_float"]:
+        n = max(s.get("fid_images", 0) for s in summ.values())
+        foot.append(f"FID over {n} images per variant (the usual protocols use thousands; few images bias it up).")
+    foot_html = "".join(f"<p><small>{escape(f)}</small></p>" for f in foot)
+    return f'<table id="metrics"><thead><tr>{th}</tr></thead><tbody>{"".join(rows)}</tbody></table>{foot_html}'
 
 
 def _latency_table(result: EvalResult) -> str:

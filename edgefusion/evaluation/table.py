@@ -35,9 +35,9 @@ def markdown_table(result: EvalResult) -> str:
         if has_clip:
             row.append(_f(s.get("clip_score"), "{:.2f}"))
         if has_fid:
-            row.append(_f(s.get("fid"), "{:.2f}"))
+            row.append(_f(s.get("fid"), "{:.4g}"))
         if has_fid_float:
-            row.append(_f(s.get("fid_vs_float"), "{:.2f}"))
+            row.append(_f(s.get("fid_vs_float"), "{:.4g}"))
         row.append(format_latency(s.get("latency")) if v.kind == "export" else "—")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from edgefusion import __version__
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
-    from edgefusion.cli import export_cmd, generate_cmd
+    from edgefusion.cli import export_cmd, generate_cmd, latency_cmd
 
     parser = argparse.ArgumentParser(prog="edgefusion",
                                      description="Quantize, verify and simulate Stable Diffusion for phone NPUs.")
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     export_cmd.add_parser(sub)
     generate_cmd.add_parser(sub)
+    latency_cmd.add_parser(sub)
     return parser
 
 

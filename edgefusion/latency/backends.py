@@ -118,6 +118,6 @@ def select_backend(name: str, device: DeviceProfile) -> tuple[LatencyBackend, li
             continue
         why = backend.unavailable_reason()
         if why is None:
-            return backend, [f"latency measured with the '{bname}' backend"]
+            return backend, notes + [f"latency measured with the '{bname}' backend"]
         notes.append(f"backend '{bname}' skipped: {why}")
     return EmulatedBackend(), notes

@@ -89,9 +89,16 @@ def estimate_model(model: str | None = None, mpq_policy: str = "default", device
                 _extend_plan(plan, graph)
                 tiles.update({f"{comp}/{k}": v for k, v in decided.items()})
         comps[comp] = ComponentLatency.from_costs([chosen.estimate(graph, comp, profile, plan)], calls[comp])
-    name = source.ref if source.kind == "preset" else Path(source.ref).name
-    return LatencyReport.combine(profile.name, chosen.name, name, spec.name, steps, gs > 1.0, tiling, comps,
+    return LatencyReport.combine(profile.name, chosen.name, _source_name(source.to_dict()), spec.name, steps, gs > 1.0, tiling, comps,
                                  tiles, notes)
+
+
+def _source_name(source: dict) -> str:
+    from edgefusion.models.source import embedded_model_dir
+
+    if source["kind"] == "preset":
+        return source["ref"]
+    return "embedded" if Path(source["ref"]) == embedded_model_dir().resolve() else Path(source["ref"]).name
 
 
 def component_graph_files(export_dir: Path, manifest: dict, component: str) -> list[Path]:
@@ -128,7 +135,5 @@ def estimate_export(export_dir: str | Path, device: str | None = None, steps: in
                  for f in component_graph_files(export_dir, manifest, comp)]
         comps[comp] = ComponentLatency.from_costs(costs, calls[comp])
     tiling = manifest.get("tiling") or {}
-    src = manifest["source"]
-    name = src["ref"] if src["kind"] == "preset" else Path(src["ref"]).name
-    return LatencyReport.combine(profile.name, chosen.name, name, manifest["policy"]["name"], steps, gs > 1.0,
+    return LatencyReport.combine(profile.name, chosen.name, _source_name(manifest["source"]), manifest["policy"]["name"], steps, gs > 1.0,
                                  bool(tiling.get("sites")), comps, tiling.get("sites", {}), notes)

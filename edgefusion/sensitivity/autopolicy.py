@@ -1,0 +1,182 @@
+"""``--mpq-policy auto``: pick a per-layer precision from a sensitivity report for a quality target or a cost budget.
+
+Without a target the budget is the cost of the ``default`` policy, so ``auto`` is the best predicted quality at no
+higher cost than ``default``. The pick is then simulated (full fake-quant forward on the profiled samples) when a
+simulator is at hand; if the simulation misses the target, the next point up the frontier is tried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgefusion.errors import EdgeFusionError
+from edgefusion.quant.policy import PolicySpec, load_policy
+from edgefusion.quant.precision import Precision
+from edgefusion.sensitivity.cost import ProxyCost
+from edgefusion.sensitivity.noise_model import sqnr_from
+from edgefusion.sensitivity.report import CANDIDATES, SensitivityReport
+from edgefusion.sensitivity.search import Frontier, Point, build_frontier
+from edgefusion.sensitivity.views import PRESETS
+
+MAX_TRIES = 6
+
+
+@dataclass
+class AutoPolicy:
+    """The chosen policy and how it compares with the presets."""
+
+    spec: PolicySpec
+    precisions: dict[str, Precision]
+    target: dict  # {"kind": "sqnr_db" | "cost", "value": float, "source": ...}
+    predicted_db: float
+    cost: float
+    cost_unit: str
+    simulated_db: float | None = None
+    presets: dict[str, dict] = field(default_factory=dict)  # name -> cost, predicted_db, simulated_db
+    tried: list[dict] = field(default_factory=list)
+    frontier: Frontier | None = None
+
+    def summary(self) -> dict:
+        """JSON-able summary (no frontier)."""
+        return {"policy": self.spec.name, "target": self.target, "predicted_db": round(self.predicted_db, 3),
+                "simulated_db": None if self.simulated_db is None else round(self.simulated_db, 3),
+                "cost": round(self.cost, 6), "cost_unit": self.cost_unit,
+                "precision_counts": {p.value: sum(1 for v in self.precisions.values() if v is p) for p in Precision},
+                "presets": self.presets, "tried": self.tried}
+
+
+def layer_costs(report: SensitivityReport, cost_model) -> dict[str, dict[Precision, float]]:
+    """Cost of every layer at every precision."""
+    return {n: {p: (cost_model.layer_cost(report.layers[n], p) if n in report.layers else 0.0) for p in Precision}
+            for n in report.sites.op_types}
+
+
+def policy_from_precisions(report: SensitivityReport, precisions: dict[str, Precision], name: str,
+                           description: str, template: str = "default") -> PolicySpec:
+    """An editable policy: the template's rules for other components and locked layers, exact-name rules for the
+    layers that differ from their op type's majority, one rule per op type, then ``_default``."""
+    base = load_policy(template)
+    layers = report.layer_objects()
+    keep = []  # template rules that match no UNet layer (other components) or pin a layer to FP32
+    for key, prec in base.rules:
+        if key == "_default":
+            continue
+        hits = [la for la in layers if _matches(key, la)]
+        if not hits or (prec is Precision.FP32 and all(precisions.get(la.name) is Precision.FP32 for la in hits)):
+            keep.append((key, prec))
+    by_op: dict[str, dict[Precision, int]] = {}
+    for la in layers:
+        by_op.setdefault(la.op_type, {}).setdefault(precisions[la.name], 0)
+        by_op[la.op_type][precisions[la.name]] += 1
+    op_rule = {op: max(c, key=lambda p: (c[p], p.value)) for op, c in by_op.items()}
+    overall = max(CANDIDATES, key=lambda p: sum(1 for v in precisions.values() if v is p))
+    exact = [(la.name, precisions[la.name]) for la in layers
+             if not any(_matches(k, la) for k, _ in keep) and precisions[la.name] is not op_rule[la.op_type]]
+    ops = [(f"op:{op}", p) for op, p in sorted(op_rule.items()) if p is not overall]
+    spec = PolicySpec(name, keep + exact + ops + [("_default", overall)], description)
+    got = {la.name: spec.precision_for(la) for la in layers}
+    if got != precisions:  # a template rule shadowed something: fall back to one exact rule per layer
+        spec = PolicySpec(name, [(k, p) for k, p in keep if not any(_matches(k, la) for la in layers)]
+                          + [(la.name, precisions[la.name]) for la in layers] + [("_default", overall)], description)
+    return spec
+
+
+def _matches(key: str, layer) -> bool:
+    import re
+
+    if key.startswith("re:"):
+        return re.search(key[3:], layer.name) is not None
+    if key.startswith("op:"):
+        return key[3:] == layer.op_type
+    return key == layer.name
+
+
+def choose_auto_policy(report: SensitivityReport, target_sqnr: float | None = None,
+                       latency_budget_ms: float | None = None, cost_model=None,
+                       simulate: Callable[[dict[str, Precision]], float] | None = None) -> AutoPolicy:
+    """Pick the policy (see the module docstring); raises a one-line error when the target is out of reach."""
+    if target_sqnr is not None and latency_budget_ms is not None:
+        raise EdgeFusionError("both --target-sqnr and --latency-budget-ms were given", "pass only one of them")
+    cost_model = cost_model or ProxyCost()
+    nm = report.noise_model()
+    costs = layer_costs(report, cost_model)
+    presets = {p: report.resolve(load_policy(p)) for p in PRESETS}
+    locked = {n: p for n, p in presets["default"].items() if p is Precision.FP32}
+    fr = build_frontier(nm, costs, locked, list(CANDIDATES), presets)
+    signal = float(nm.signal.sum())
+
+    def db(noise: float) -> float:
+        return sqnr_from(signal, noise)
+
+    sim_cache: dict[str, float] = {}
+
+    def simulated(name: str, prec: dict[str, Precision]) -> float | None:
+        if simulate is None:
+            return None
+        if name not in sim_cache:
+            sim_cache[name] = float(simulate(prec))
+        return sim_cache[name]
+
+    preset_info = {}
+    for name, prec in presets.items():
+        pt = next(p for p in fr.points if p.walk == name)
+        preset_info[name] = {"cost": round(pt.cost, 6), "predicted_db": round(db(pt.noise), 3),
+                             "simulated_db": None}
+    default_cost = preset_info["default"]["cost"]
+    if target_sqnr is not None:
+        target = {"kind": "sqnr_db", "value": float(target_sqnr), "source": "--target-sqnr"}
+        ok = [p for p in fr.pareto if db(p.noise) >= target_sqnr]
+        if not ok:
+            best = fr.pareto[-1]
+            raise EdgeFusionError(
+                f"no policy reaches {target_sqnr:g} dB on this UNet: the best reachable is {db(best.noise):.1f} dB "
+                f"(predicted, cost {best.cost:.4g} {cost_model.unit})",
+                f"lower --target-sqnr to {np.floor(db(best.noise) * 10) / 10:g} or less")
+        order = ok  # by increasing cost
+    else:
+        budget = float(latency_budget_ms) if latency_budget_ms is not None else default_cost
+        source = "--latency-budget-ms (on the cost proxy)" if latency_budget_ms is not None else \
+            "cost of the default policy"
+        target = {"kind": "cost", "value": budget, "unit": cost_model.unit, "source": source}
+        ok = [p for p in fr.pareto if p.cost <= budget * (1 + 1e-9)]
+        if not ok:
+            cheapest = fr.pareto[0]
+            raise EdgeFusionError(
+                f"no policy fits a budget of {budget:g} {cost_model.unit}: the cheapest costs {cheapest.cost:.4g} "
+                f"({db(cheapest.noise):.1f} dB predicted)",
+                f"raise --latency-budget-ms to {np.ceil(cheapest.cost * 1e4) / 1e4:g} or more")
+        order = sorted(ok, key=lambda p: p.noise)  # best predicted quality first
+    # simulation check: walk the candidates until one holds up (or the tries run out: keep the best simulated)
+    tried = []
+    floor = None
+    if target["kind"] == "cost" and simulate is not None:
+        floor = simulated("default", presets["default"])
+        preset_info["default"]["simulated_db"] = round(floor, 3)
+    chosen: Point = order[0]
+    best_sim = None
+    for pt in order[:MAX_TRIES if simulate is not None else 1]:
+        prec = fr.assignment(pt)
+        sim = simulated(f"{pt.walk}:{pt.moves}", prec)
+        tried.append({"cost": round(pt.cost, 6), "predicted_db": round(db(pt.noise), 3),
+                      "simulated_db": None if sim is None else round(sim, 3)})
+        if sim is None:
+            chosen = pt
+            break
+        if best_sim is None or sim > best_sim:
+            chosen, best_sim = pt, sim
+        good = sim >= target_sqnr if target["kind"] == "sqnr_db" else sim > floor
+        if good:
+            chosen, best_sim = pt, sim
+            break
+    prec = fr.assignment(chosen)
+    pred = db(float(nm.noise_of(prec).sum()))
+    cost = float(sum(costs[n][p] for n, p in prec.items()))
+    desc = (f"auto: {target['source']} {target['value']:g}{' dB' if target['kind'] == 'sqnr_db' else ' ' + cost_model.unit}"
+            f"; predicted UNet SQNR {pred:.2f} dB"
+            + ("" if best_sim is None else f", simulated {best_sim:.2f} dB")
+            + f"; cost {cost:.4g} {cost_model.unit} (default: {default_cost:.4g})")
+    spec = policy_from_precisions(report, prec, "auto", desc)
+    return AutoPolicy(spec, prec, target, pred, cost, cost_model.unit, best_sim, preset_info, tried, fr)

@@ -1,0 +1,235 @@
+"""The ``profile`` verb: model -> calibration -> float UNet graph -> sensitivity sweep -> report folder.
+
+The output folder holds ``sensitivity.json`` from the first profiled chunk on (marked ``complete: false`` until the
+end) and a ``.work/`` folder with the calibration set and the float UNet graph, so an interrupted run continues
+where it stopped when the same command is run again. Every input is checked before anything is written; a run that
+fails before the sweep started leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgefusion import __version__
+from edgefusion.errors import EdgeFusionError
+from edgefusion.sensitivity.report import SensitivityReport
+
+
+def default_profile_dir(model: str) -> Path:
+    """``./edgefusion-profile/<model>``."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(model).name or model)
+    return Path("edgefusion-profile") / safe
+
+
+def _existing(out: Path, overwrite: bool) -> SensitivityReport | None:
+    """A partial report to resume, None for a fresh start; refuses folders it must not touch."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise EdgeFusionError(f"output path '{out}' is a file", "pass a folder path with --out")
+    report = out / "sensitivity.json"
+    if not report.exists():
+        if any(out.iterdir()):
+            raise EdgeFusionError(f"'{out}' is not empty and holds no sensitivity.json, so it is not a profile folder",
+                                  "pass an empty or new folder with --out")
+        return None
+    if overwrite:
+        shutil.rmtree(out)
+        return None
+    rep = SensitivityReport.load(report)  # a damaged file is a one-line error naming --overwrite
+    return rep
+
+
+def _auto_only(report: SensitivityReport, out: Path, info: dict, target_sqnr, latency_budget_ms):
+    """A complete report is not profiled again: only its automatic policy is recomputed (from the report alone)."""
+    from edgefusion.sensitivity.autopolicy import choose_auto_policy
+    from edgefusion.sensitivity.outputs import write_auto_files
+
+    p = report.provenance
+    asked = {k: info["calibration"][k] for k in ("prompts", "steps", "seed", "height", "width")}
+    have = {k: p.calibration.get(k) for k in asked}
+    if p.model != info["model"] or have != asked or p.policy != info["base_policy"]:
+        raise EdgeFusionError(f"'{out}' already holds a complete report for other settings (model {p.model}, "
+                              f"calibration {have}, base policy {p.policy.get('name')})",
+                              "pass --overwrite to profile again, or another --out")
+    auto = choose_auto_policy(report, target_sqnr, latency_budget_ms)
+    write_auto_files(auto, report, out)
+    report.checks["auto_policy"] = auto.summary()
+    report.save(out / "sensitivity.json")
+    return report
+
+
+def profile(model: str | None = None, out: str | Path | None = None, mpq_policy: str = "w8a8",
+            calib_prompts: int = 8, calib_steps: int | None = None, prompts_file: str | None = None, seed: int = 0,
+            resolution: int | None = None, probes: int = 4, max_samples: int | None = 96,
+            target_sqnr: float | None = None, latency_budget_ms: float | None = None, check_layers: int = 4,
+            memory_mb: int = 2048, overwrite: bool = False, allow_pickle: bool = False, keep_work: bool = False,
+            progress: bool = True) -> SensitivityReport:
+    """Profile the UNet of ``model``; returns the complete report (also written to ``out``).
+
+    ``mpq_policy`` is the base of the leave-one-out view; ``target_sqnr`` / ``latency_budget_ms`` steer the
+    ``auto_policy.yaml`` written beside the report (default: best quality at the cost of ``default``).
+    """
+    from edgefusion.calibration.prompts import read_prompts, split_prompts
+    from edgefusion.export.isolated import run_isolated
+    from edgefusion.models.source import (
+        DEFAULT_MODEL,
+        check_weights_format,
+        resolve_model_source,
+    )
+    from edgefusion.quant.policy import load_policy
+
+    t_start = time.perf_counter()
+    source = resolve_model_source(model)
+    if source.kind == "local":
+        check_weights_format(Path(source.ref), allow_pickle)
+    spec = load_policy(mpq_policy)
+    for name, value in (("--probes", probes), ("--max-samples", max_samples or 1), ("--check-layers",
+                                                                                    check_layers + 1)):
+        if value < 1:
+            raise EdgeFusionError(f"{name} must be at least {1 if name != '--check-layers' else 0}, got {value}",
+                                  f"pass {name} with a larger value")
+    if target_sqnr is not None and latency_budget_ms is not None:
+        raise EdgeFusionError("both --target-sqnr and --latency-budget-ms were given", "pass only one of them")
+    if latency_budget_ms is not None and not latency_budget_ms > 0:
+        raise EdgeFusionError(f"--latency-budget-ms must be positive, got {latency_budget_ms}", "pass a budget > 0")
+    sampler = source.sampler
+    steps = sampler.num_inference_steps if calib_steps is None else calib_steps
+    if steps < 1:
+        raise EdgeFusionError("calibration steps must be at least 1", "pass --calib-steps 1 or more")
+    size = resolution or sampler.height
+    if size < 8 or size % 8:
+        raise EdgeFusionError(f"--resolution {size} is not a positive multiple of 8", "pass e.g. 256 or 512")
+    height, width = (size, size) if resolution else (sampler.height, sampler.width)
+    prompts, _ = split_prompts(read_prompts(prompts_file or source.prompts_file), calib_prompts, 0)
+    out = Path(out) if out else default_profile_dir(model or DEFAULT_MODEL)
+    info = {"model": model or DEFAULT_MODEL, "source": source.to_dict(), "base_policy": spec.to_dict(),
+            "calibration": {"prompts": len(prompts), "steps": steps, "guidance_scale": sampler.guidance_scale,
+                            "seed": seed, "height": height, "width": width},
+            "native_resolution": None if (height, width) == (sampler.height, sampler.width)
+            else [sampler.height, sampler.width]}
+    existing = _existing(out, overwrite)
+    if existing is not None and existing.complete:
+        return _auto_only(existing, out, info, target_sqnr, latency_budget_ms)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / ".work"
+    try:
+        if not ((work / "cal.json").is_file() and (work / "unet" / "model.onnx").is_file()):
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+            run_isolated(_torch_stage, str(work), source.to_dict(), prompts, steps, seed, height, width,
+                                     allow_pickle, progress)
+        summary, rss = run_isolated(_profile_stage, str(out), info, probes, max_samples, target_sqnr,
+                                    latency_budget_ms, check_layers, memory_mb, seed, progress)
+    except BaseException:
+        if created and not (out / "sensitivity.json").is_file():
+            shutil.rmtree(out, ignore_errors=True)  # nothing profiled yet: leave nothing behind
+        raise
+    if not keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    report = SensitivityReport.load(out / "sensitivity.json")
+    report.timings_s["total"] = round(time.perf_counter() - t_start, 3)
+    report.timings_s["profile_peak_rss_mb"] = round(rss, 1)
+    report.save(out / "sensitivity.json")
+    del summary
+    return report
+
+
+def _quiet() -> None:
+    from edgefusion.export.run_export import _quiet_hf
+
+    _quiet_hf()
+
+
+def _torch_stage(work: str, source: dict, prompts, steps, seed, height, width, allow_pickle, progress) -> dict:
+    """Own process: load the pipeline, capture the calibration set, export the float UNet graph."""
+    from edgefusion.calibration.capture import capture_calibration
+    from edgefusion.export.torch_to_onnx import export_component
+    from edgefusion.models.source import ModelSource, load_pipeline
+
+    _quiet()
+    src = ModelSource.from_dict(source)
+    pipe = load_pipeline(src, allow_pickle=allow_pickle, quiet=False)
+    t0 = time.perf_counter()
+    try:
+        cal = capture_calibration(pipe, prompts, steps, src.sampler.guidance_scale, height, width, seed=seed,
+                                  progress=progress)
+    except (RuntimeError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise EdgeFusionError(f"the model cannot sample at {height}x{width} ({first})",
+                              "pass a --resolution the UNet supports (a multiple of 64 for Stable Diffusion)") from None
+    cal.save(Path(work) / "cal")
+    t1 = time.perf_counter()
+    export_component(pipe, "unet", cal.samples["unet"][0].inputs, Path(work) / "unet" / "model.onnx")
+    return {"calibration_s": round(t1 - t0, 3), "export_s": round(time.perf_counter() - t1, 3)}
+
+
+def _profile_stage(out: str, info: dict, probes: int, max_samples, target_sqnr, latency_budget_ms, check_layers,
+                   memory_mb, seed, progress) -> dict:
+    """Own process: sweep (resuming a partial report), checks, views, CSV, plots, automatic policy."""
+    import torch
+
+    from edgefusion.calibration.capture import CalibrationSet
+    from edgefusion.quant.policy import PolicySpec
+    from edgefusion.sensitivity.autopolicy import choose_auto_policy
+    from edgefusion.sensitivity.cost import ProxyCost, measure_layer_stats
+    from edgefusion.sensitivity.noise_model import sqnr_from
+    from edgefusion.sensitivity.outputs import write_auto_files, write_report_files
+    from edgefusion.sensitivity.profiler import (
+        finish,
+        new_report,
+        select_samples,
+        sweep,
+    )
+    from edgefusion.sensitivity.report import Provenance
+    from edgefusion.sensitivity.simulate import Simulator
+
+    folder = Path(out)
+    work = folder / ".work"
+    path = folder / "sensitivity.json"
+    t0 = time.perf_counter()
+    cal = CalibrationSet.load(work / "cal")
+    sim = Simulator(work / "unet" / "model.onnx", "unet", cal.samples["unet"], memory_mb=memory_mb, progress=progress)
+    src = info["source"]
+    prov = Provenance(model=info["model"], random_weights=src["random_weights"],
+                      unet_digest=sim.graph.weights_digest(),
+                      calibration={**info["calibration"], "samples": cal.count()["unet"], "digest": cal.digest()},
+                      policy=info["base_policy"],
+                      method={"name": "first-order propagation, Hutchinson probes (linear_noise.py)",
+                              "probes": probes, "max_samples": max_samples, "seed": seed},
+                      native_resolution=info["native_resolution"], edgefusion_version=__version__,
+                      created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    cost_model = ProxyCost()
+    if path.is_file():
+        report = SensitivityReport.load(path)
+        report.check_compatible(prov, "this run (to resume it)")
+    else:
+        report = new_report(sim, prov, select_samples(sim.samples, max_samples), measure_layer_stats(sim))
+    report.timings_s["setup"] = round(report.timings_s.get("setup", 0.0) + time.perf_counter() - t0, 3)
+    sweep(sim, report, path, probes, seed=seed, progress=progress)
+    spec = PolicySpec.from_dict(info["base_policy"])
+    finish(sim, report, path, report.resolve(spec), cost_model, check_layers=check_layers)
+    t1 = time.perf_counter()
+    write_report_files(report, folder)
+    idx = report.profiled_samples
+    signal = sim.signal(idx)
+
+    def simulate(prec):
+        return sqnr_from(signal, sim.plan_noise(sim.plan(prec), idx))
+
+    torch.set_grad_enabled(False)
+    try:
+        auto = choose_auto_policy(report, target_sqnr, latency_budget_ms, cost_model, simulate)
+    except EdgeFusionError as err:  # an unreachable target: the report itself is complete and kept
+        report.checks["auto_policy"] = {"error": str(err)}
+        report.save(path)
+        raise
+    write_auto_files(auto, report, folder)
+    report.checks["auto_policy"] = auto.summary()
+    report.timings_s["outputs"] = round(time.perf_counter() - t1, 3)
+    report.save(path)
+    return {"auto": auto.summary()}

@@ -1,0 +1,143 @@
+"""Where quantization error can enter a graph, and which layers decide it: the structure behind ``quant/plan.py``.
+
+A *site* is a layer-boundary activation tensor with its producing layer and the layers that read it (through
+reshapes/transposes). Its treatment under any assignment of precisions follows the exporter's rules: integer QDQ at
+the widest width its producer and integer consumers ask for, else float16 rounding when its producer is FP16.
+Weights are int8 per channel in integer layers, float16 in FP16 layers. :meth:`QuantSites.plan` rebuilds the same
+:class:`QuantPlan` as :func:`plan_quantization` in a fraction of the time (a test checks they agree), so the
+policy search can re-plan thousands of times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+
+from edgefusion.quant.graph_index import GraphIndex
+from edgefusion.quant.layers import Layer
+from edgefusion.quant.plan import QuantPlan
+from edgefusion.quant.precision import Precision
+from edgefusion.quant.weight_handlers import weight_slots
+
+
+@dataclass
+class Site:
+    """One boundary activation tensor."""
+
+    tensor: str
+    producer: str | None  # layer name; None for a graph input
+    consumers: list[str]  # non-passthrough layers reading it (directly or through passthrough ops)
+
+
+@dataclass
+class QuantSites:
+    """All sites and weight slots of one graph, indexed by layer."""
+
+    sites: list[Site] = field(default_factory=list)
+    int8_slots: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # layer -> [(initializer, axis)]
+    float_inits: dict[str, list[str]] = field(default_factory=dict)  # layer -> float initializers it reads
+    layer_sites: dict[str, list[int]] = field(default_factory=dict)  # layer -> indices of sites it touches
+    op_types: dict[str, str] = field(default_factory=dict)  # layer -> op type (non-passthrough layers)
+
+    @classmethod
+    def build(cls, model: onnx.ModelProto, layers: list[Layer], index: GraphIndex | None = None) -> QuantSites:
+        """Index ``model``'s layers (the same traversal as :func:`plan_quantization`)."""
+        idx = index or GraphIndex.build(model)
+        layer_of = {n: layer for layer in layers for n in layer.nodes}
+        nodes_by_name = {n.name: n for n in model.graph.node}
+        out = cls(op_types={la.name: la.op_type for la in layers if not la.passthrough})
+
+        def consumers(tensor: str, own: Layer | None, seen: set[str]) -> list[str]:
+            found = []
+            for node in idx.consumers.get(tensor, []):
+                layer = layer_of[node.name]
+                if layer is own:
+                    continue
+                if layer.passthrough:
+                    for o in node.output:
+                        if o in idx.activations and o not in seen:
+                            seen.add(o)
+                            found += consumers(o, own, seen)
+                    continue
+                if tensor in idx.activations:
+                    found.append(layer.name)
+            return found
+
+        boundary: list[tuple[str, Layer | None]] = [(t, None) for t in idx.graph_inputs]
+        for layer in layers:
+            if layer.passthrough:
+                continue
+            members = set(layer.nodes)
+            for node in (nodes_by_name[n] for n in layer.nodes):
+                for o in node.output:
+                    if o and ([c for c in idx.consumers.get(o, []) if c.name not in members]
+                              or o in idx.graph_outputs):
+                        boundary.append((o, layer))
+        for tensor, layer in boundary:
+            if tensor not in idx.activations:
+                continue
+            site = Site(tensor, layer.name if layer else None, consumers(tensor, layer, {tensor}))
+            out.sites.append(site)
+            for name in {site.producer, *site.consumers} - {None}:
+                out.layer_sites.setdefault(name, []).append(len(out.sites) - 1)
+        for layer in layers:
+            if layer.passthrough:
+                continue
+            slots, inits = [], []
+            for node in (nodes_by_name[n] for n in layer.nodes):
+                slots += [(node.input[s], a) for s, a in weight_slots(node, idx)]
+                inits += [x for x in node.input if x in idx.initializers
+                          and idx.elem_type.get(x) == onnx.TensorProto.FLOAT]
+            out.int8_slots[layer.name] = slots
+            out.float_inits[layer.name] = inits
+        return out
+
+    def to_dict(self) -> dict:
+        """Plain-dict form for JSON (the report carries it, so policies can be evaluated without the graph)."""
+        return {"sites": [[s.tensor, s.producer, s.consumers] for s in self.sites],
+                "int8_slots": {k: [[w, a] for w, a in v] for k, v in self.int8_slots.items()},
+                "float_inits": self.float_inits, "op_types": self.op_types}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> QuantSites:
+        """Inverse of :meth:`to_dict`."""
+        out = cls(sites=[Site(t, p, list(c)) for t, p, c in d["sites"]],
+                  int8_slots={k: [(w, int(a)) for w, a in v] for k, v in d["int8_slots"].items()},
+                  float_inits={k: list(v) for k, v in d["float_inits"].items()}, op_types=dict(d["op_types"]))
+        for i, site in enumerate(out.sites):
+            for name in {site.producer, *site.consumers} - {None}:
+                out.layer_sites.setdefault(name, []).append(i)
+        return out
+
+    def site_treatment(self, site: Site, precisions: dict[str, Precision]) -> int | str | None:
+        """8 or 16 (integer QDQ bits), ``"fp16"`` (rounded through float16) or None (left float)."""
+        bits = [precisions[c].activation_bits for c in site.consumers if c in precisions and precisions[c].is_integer]
+        prod = precisions.get(site.producer) if site.producer else None
+        if prod is not None and prod.is_integer:
+            bits.append(prod.activation_bits)
+        if bits:
+            return max(bits)
+        return "fp16" if prod is Precision.FP16 else None
+
+    def plan(self, precisions: dict[str, Precision]) -> QuantPlan:
+        """The :class:`QuantPlan` the exporter would build for these layer precisions (owners not tracked)."""
+        plan = QuantPlan()
+        for site in self.sites:
+            t = self.site_treatment(site, precisions)
+            if t == "fp16":
+                plan.fp16_tensors.append(site.tensor)
+            elif t is not None:
+                plan.act_bits[site.tensor] = t
+        fp16 = []
+        for name in self.int8_slots:  # layer order, as the exporter walks it
+            p = precisions.get(name)
+            if p is None:
+                continue
+            if p.is_integer:
+                for w, axis in self.int8_slots.get(name, []):
+                    plan.int8_weights.setdefault(w, axis)
+            elif p is Precision.FP16:
+                fp16 += self.float_inits.get(name, [])
+        plan.fp16_weights = sorted(set(fp16) - set(plan.int8_weights))
+        return plan

@@ -10,7 +10,7 @@ from edgefusion import __version__
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
-    from edgefusion.cli import export_cmd, generate_cmd, latency_cmd
+    from edgefusion.cli import export_cmd, generate_cmd, latency_cmd, profile_cmd
 
     parser = argparse.ArgumentParser(prog="edgefusion",
                                      description="Quantize, verify and simulate Stable Diffusion for phone NPUs.")
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_cmd.add_parser(sub)
     generate_cmd.add_parser(sub)
     latency_cmd.add_parser(sub)
+    profile_cmd.add_parser(sub)
     return parser
 
 

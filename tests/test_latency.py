@@ -231,3 +231,49 @@ def test_cli_latency(tiny_exports, tmp_path):
     bad = subprocess.run(run + ["latency", "--model", "tiny", "--device", "nope"], capture_output=True, text=True)
     assert bad.returncode == 1 and "unknown device 'nope'" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_partitioning_fewest_parts_exact_chain_and_too_large_operator(tiny_exports, tiny_calibration, tmp_path):
+    import shutil
+
+    from edgefusion.runtime.chained import ChainedSession
+    from edgefusion.runtime.session import open_session, run_session
+    from edgefusion.tiling.partition import plan_partition, write_partitions
+
+    shutil.copytree(tiny_exports["default"] / "unet", tmp_path / "unet")
+    path = tmp_path / "unet" / "model.onnx"
+    model = onnx.load(str(path), load_external_data=False)
+    total_mb = sum(np.prod(t.dims) * (1 if t.data_type == onnx.TensorProto.INT8 else 4 if t.data_type == 1 else 2)
+                   for t in model.graph.initializer) / 2**20
+    plan = plan_partition(model, 0.15, 8192)
+    assert plan.parts >= int(np.ceil(total_mb / 0.15 * 0.9)) and plan.parts > 2
+    assert all(w <= 0.15 for w in plan.weight_mb)
+    assert plan_partition(model, total_mb * 2, 8192).parts == 1
+    files = write_partitions(path, plan, tmp_path / "unet")
+    assert len(files) == plan.parts
+    whole, chain = open_session(path), ChainedSession(files)
+    _, ver = tiny_calibration
+    for s in ver.samples["unet"][:3]:
+        np.testing.assert_array_equal(run_session(chain, s.inputs)[0], run_session(whole, s.inputs)[0])
+    # cuts ship the 8-bit tensors (the DequantizeLinear travels with its consumer)
+    part0 = onnx.load(str(files[0]), load_external_data=False)
+    assert any(o.type.tensor_type.elem_type == onnx.TensorProto.UINT8 or
+               o.type.tensor_type.elem_type == onnx.TensorProto.INT8 for o in part0.graph.output)
+    with pytest.raises(EdgeFusionError, match=r"operator '.+' alone needs .* raise the limits to at least"):
+        plan_partition(model, 0.001, 8192)
+
+
+def test_export_partitions_when_the_device_limit_is_small(tmp_path):
+    out = tmp_path / "exp"
+    r = subprocess.run([sys.executable, "-m", "edgefusion", "export", "--model", "tiny", "--out", str(out),
+                        "--max-graph-mb", "0.15", "--calib-prompts", "2", "--calib-steps", "2", "--verify-prompts",
+                        "1", "--no-progress"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((out / "manifest.json").read_text())
+    part = m["components"]["unet"]["partition"]
+    assert len(part["files"]) > 1 and part["chained_vs_whole_sqnr_db"] >= 100
+    assert not (out / "unet" / "model.onnx").exists() and all((out / f).is_file() for f in part["files"])
+    assert m["latency"]["components"]["unet"]["graphs"] == len(part["files"])
+    g = subprocess.run([sys.executable, "-m", "edgefusion", "generate", str(out), "--prompt", "a red circle",
+                        "--steps", "2", "--out", str(tmp_path / "img.png")], capture_output=True, text=True)
+    assert g.returncode == 0 and (tmp_path / "img.png").is_file(), g.stderr[-2000:]

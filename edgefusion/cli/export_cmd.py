@@ -17,6 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="exynos2400",
                    help="device profile: exynos2400, exynos2200, generic, or a profile YAML path")
     p.add_argument("--no-tiling", action="store_true", help="do not tile attention for the device's SRAM")
+    p.add_argument("--max-graph-mb", type=float, default=None,
+                   help="per-graph weight limit in MB (default: the device profile's); larger graphs are split")
     p.add_argument("--out", default=None, help="output folder (default: edgefusion-export/<model>-<policy>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--calib-prompts", type=int, default=8, help="calibration prompts (x steps x CFG branches)")
@@ -42,6 +44,7 @@ def run(args) -> int:
                       overwrite=args.overwrite, calib_prompts=args.calib_prompts, calib_steps=args.calib_steps,
                       verify_prompts=args.verify_prompts, prompts_file=args.prompts_file, seed=args.seed,
                       allow_pickle=args.allow_pickle, keep_float=args.keep_float,
-                      progress=not (args.no_progress or args.json), tiling=not args.no_tiling)
+                      progress=not (args.no_progress or args.json), tiling=not args.no_tiling,
+                      max_graph_mb=args.max_graph_mb)
     print(json.dumps(manifest.to_dict(), indent=1) if args.json else format_summary(manifest, out))
     return 0

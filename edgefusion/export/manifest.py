@@ -22,6 +22,7 @@ class ComponentRecord:
     quant_vs_float_sqnr_db: float
     verify_samples: int
     tiling: dict = field(default_factory=dict)  # tiled sites, tiled-vs-untiled SQNR and max |diff|
+    partition: dict = field(default_factory=dict)  # sub-graph files, cuts, sizes, chained-vs-whole SQNR
 
 
 @dataclass

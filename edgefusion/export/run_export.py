@@ -53,7 +53,7 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
            out: str | Path | None = None, overwrite: bool = False, calib_prompts: int = 8,
            calib_steps: int | None = None, verify_prompts: int = 2, prompts_file: str | None = None,
            seed: int = 0, allow_pickle: bool = False, keep_float: bool = False,
-           progress: bool = True, tiling: bool = True) -> ExportManifest:
+           progress: bool = True, tiling: bool = True, max_graph_mb: float | None = None) -> ExportManifest:
     """Export and quantize a Stable Diffusion model for ``device``; returns the manifest of the written folder.
 
     Every argument maps to one CLI flag of ``edgefusion export``. All inputs are checked before heavy work starts,
@@ -73,6 +73,10 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
     from edgefusion.latency.device import load_device
 
     profile = load_device(device)  # a name or a YAML path; validated before any heavy work
+    if max_graph_mb is not None:
+        if max_graph_mb <= 0:
+            raise EdgeFusionError(f"--max-graph-mb must be positive, got {max_graph_mb}", "pass e.g. 2048")
+        profile = profile.with_overrides(max_graph_weight_mb=max_graph_mb)
     prompts = read_prompts(prompts_file or source.prompts_file)
     cal_prompts, ver_prompts = split_prompts(prompts, calib_prompts, verify_prompts)
     out = Path(out) if out else default_out_dir(model or DEFAULT_MODEL, mpq_policy)
@@ -108,7 +112,7 @@ def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, s
     manifest.save(stage / "manifest.json")  # the runtime pipeline of the next stage reads it
     (stage / "policy.yaml").write_text(spec.to_yaml())
     o_info, o_rss = run_isolated(_onnx_stage, str(stage), spec.to_dict(), t_info["reference"], steps, progress,
-                                 profile.to_dict() if tiling else None)
+                                 profile.to_dict(), tiling)
     manifest.components = {c: ComponentRecord(**r) for c, r in o_info["components"].items()}
     manifest.end_to_end = o_info["end_to_end"]
     manifest.tiling = {"enabled": tiling, "sites": o_info["tiling"]}
@@ -205,7 +209,7 @@ def _device_ref(profile, stage: Path) -> str:
 
 
 def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: bool,
-                device: dict | None) -> dict:
+                device: dict, tile: bool) -> dict:
     """onnxruntime work (own process, no torch model): verify float graphs, quantize, verify, end-to-end image."""
     from edgefusion.calibration.capture import CalibrationSet
     from edgefusion.latency.device import DeviceProfile
@@ -223,6 +227,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
     with np.load(stage_dir / ".work" / "refs.npz") as data:
         refs_file = {k: data[k] for k in data.files}
     records, all_tiling = {}, {}
+    quant_graphs = {c: stage_dir / c / "model.onnx" for c in COMPONENT_ORDER}
     for comp in COMPONENT_ORDER:
         refs = [refs_file[f"{comp}/{i}"] for i in range(len(ver.samples[comp]))]
         fpath = stage_dir / "float" / comp / "model.onnx"
@@ -239,9 +244,9 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
             raise EdgeFusionError(f"the {which} {comp} graph produces NaN/inf on the verification inputs",
                                   "the model overflows in this precision: keep the overflowing layers FP32 in "
                                   "the policy")
-        tiling = {}
-        if device is not None:  # attention tiling for the device's SRAM, verified against the untiled graph
-            tiling = _tile_component(qg.path, comp, DeviceProfile.from_dict(device))
+        tiling, profile = {}, DeviceProfile.from_dict(device)
+        if tile:  # attention tiling for the device's SRAM, verified against the untiled graph
+            tiling = _tile_component(qg.path, comp, profile)
             if tiling:
                 sess = open_session(qg.path)
                 t_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
@@ -265,13 +270,30 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
             tiling={k: v for k, v in tiling.items() if k != "sites"} | ({"sites": len(tiling["sites"])}
                                                                           if tiling else {}))
         qg.resolved.save(stage_dir / comp / "precisions.json")
+        part = _partition_component(qg.path, profile)
+        if part:  # verified: the chained parts compute what the whole graph computed
+            from edgefusion.runtime.chained import ChainedSession
+
+            sess = ChainedSession([stage_dir / f for f in part["files"]])
+            c_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
+            del sess
+            whole = t_out if tiling else q_out
+            part["chained_vs_whole_sqnr_db"] = round(mean_sqnr_db(whole, c_out), 2)
+            if part["chained_vs_whole_sqnr_db"] < 80:
+                raise EdgeFusionError(f"the partitioned {comp} differs from the whole graph "
+                                      f"({part['chained_vs_whole_sqnr_db']} dB)", "report the model")
+            for f in qg.path.parent.glob(qg.path.name + "*"):
+                f.unlink()
+            records[comp]["partition"] = part
+            records[comp]["file"] = f"{comp}/part*.onnx ({len(part['files'])} sub-graphs)"
+            quant_graphs[comp] = [stage_dir / f for f in part["files"]]
         lap(f"quantize_{comp}")
 
     ref_image = np.load(stage_dir / ".work" / "ref_image.npy")
     prompt, seed = reference["prompt"], reference["seed"]
     float_graphs = {c: stage_dir / "float" / c / "model.onnx" for c in COMPONENT_ORDER}
     float_image = OnnxStableDiffusion(stage_dir, float_graphs, low_memory=True)(prompt, seed=seed, steps=steps)
-    quant_image = OnnxStableDiffusion(stage_dir, low_memory=True)(prompt, seed=seed, steps=steps)
+    quant_image = OnnxStableDiffusion(stage_dir, quant_graphs, low_memory=True)(prompt, seed=seed, steps=steps)
     save_png(ref_image, stage_dir / "verify_torch_float.png")
     save_png(quant_image, stage_dir / "verify_quantized.png")
     lap("end_to_end_check")
@@ -290,6 +312,18 @@ def _tile_component(path: Path, component: str, device) -> dict:
     if decided:
         onnx.save(model, str(path))
     return decided
+
+
+def _partition_component(path: Path, device) -> dict:
+    """Split the written graph into parts when it exceeds the device's per-graph limits; {} when it fits."""
+    from edgefusion.tiling.partition import plan_partition, write_partitions
+
+    plan = plan_partition(onnx.load(str(path), load_external_data=False), device.limits["max_graph_weight_mb"],
+                          device.limits["max_graph_memory_mb"])
+    if plan.parts == 1:
+        return {}
+    files = write_partitions(path, plan, path.parent)
+    return {"files": [f"{path.parent.name}/{f.name}" for f in files], **plan.to_dict()}
 
 
 def _write_model_index(stage: Path) -> None:

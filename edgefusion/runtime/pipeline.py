@@ -36,21 +36,36 @@ class OnnxStableDiffusion:
         if not {"shapes", "source"} <= set(self.manifest):
             raise EdgeFusionError(f"'{manifest}' is not an edgefusion export manifest",
                                   "pass a folder written by `edgefusion export`")
-        self.graphs = graphs or {c: self.dir / c / "model.onnx" for c in ("text_encoder", "unet", "vae_decoder")}
-        missing = [str(p) for p in self.graphs.values() if not Path(p).is_file()]
+        self.graphs = graphs or {c: self._graph_files(c) for c in ("text_encoder", "unet", "vae_decoder")}
+        missing = [str(p) for g in self.graphs.values() for p in (g if isinstance(g, list) else [g])
+                   if not Path(p).is_file()]
         if missing:
             raise EdgeFusionError(f"export folder '{self.dir}' lacks {missing[0]}", "re-run `edgefusion export`")
         # low_memory: open each graph only while it runs (peak = the largest graph, not all three together)
         self.low_memory = low_memory
-        self._sessions = {} if low_memory else {c: open_session(p) for c, p in self.graphs.items()}
+        self._sessions = {} if low_memory else {c: self._open(p) for c, p in self.graphs.items()}
         self.tokenizer = CLIPTokenizer.from_pretrained(str(self.dir / "tokenizer"))
         sched_cfg = json.loads((self.dir / "scheduler" / "scheduler_config.json").read_text())
         self.scheduler = getattr(diffusers, sched_cfg["_class_name"]).from_pretrained(str(self.dir / "scheduler"))
         self.latent_shape = tuple(self.manifest["shapes"]["latent"])
         self.scaling_factor = float(self.manifest["shapes"]["vae_scaling_factor"])
 
+    def _graph_files(self, component: str):
+        """``<component>/model.onnx``, or the list of its sub-graphs when the export partitioned it."""
+        rec = self.manifest.get("components", {}).get(component) or {}
+        parts = (rec.get("partition") or {}).get("files")
+        return [self.dir / f for f in parts] if parts else self.dir / component / "model.onnx"
+
+    @staticmethod
+    def _open(graph):
+        if isinstance(graph, list):
+            from edgefusion.runtime.chained import ChainedSession
+
+            return ChainedSession(graph)
+        return open_session(graph)
+
     def _session(self, component: str):
-        return self._sessions.get(component) or open_session(self.graphs[component])
+        return self._sessions.get(component) or self._open(self.graphs[component])
 
     def _encode(self, session, text: str) -> np.ndarray:
         ids = self.tokenizer(text, padding="max_length", max_length=self.tokenizer.model_max_length,

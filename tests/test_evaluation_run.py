@@ -188,8 +188,11 @@ def test_shards_merge_into_the_whole_run(whole_run, eval_exports, weights, promp
         merge_shards([tmp_path / "s1"], tmp_path / "m3")
     partial = merge_shards([tmp_path / "s1"], tmp_path / "m4", allow_partial=True)
     assert not partial.complete and "PARTIAL" in (tmp_path / "m4" / "report.html").read_text()
-    evaluate(exports[1:], prompts, tmp_path / "other", shard=parse_shard("2/2"), seed=SEED + 1, progress=False)
-    with pytest.raises(EdgeFusionError, match="not a shard of the same run"):
+    shutil.copytree(tmp_path / "s2", tmp_path / "other")  # shard 2 of a run with another seed
+    other = json.loads((tmp_path / "other" / "results.json").read_text())
+    other["spec"]["seed"] += 1
+    (tmp_path / "other" / "results.json").write_text(json.dumps(other))
+    with pytest.raises(EdgeFusionError, match="its seed differs"):
         merge_shards([tmp_path / "s1", tmp_path / "other"], tmp_path / "m5")
     assert not any((tmp_path / m).exists() for m in ("m2", "m3", "m5"))
 

@@ -80,9 +80,17 @@ def read_export(path: str | Path) -> ExportInfo:
         raise EdgeFusionError(f"'{mpath}' is not an edgefusion export manifest",
                               "pass folders written by `edgefusion export`")
     for comp in GRAPHS:
-        if not (path / comp / "model.onnx").is_file():
-            raise EdgeFusionError(f"export folder '{path}' lacks {comp}/model.onnx", "re-run `edgefusion export`")
+        for rel in _graph_files(manifest, comp):
+            if not (path / rel).is_file():
+                raise EdgeFusionError(f"export folder '{path}' lacks {rel}", "re-run `edgefusion export`")
     return ExportInfo(path.resolve(), manifest)
+
+
+def _graph_files(manifest: dict, comp: str) -> list[str]:
+    """``<comp>/model.onnx``, or the sub-graph files of a partitioned component (as the runtime reads them)."""
+    rec = manifest.get("components", {}).get(comp)
+    parts = (rec.get("partition") or {}).get("files") if isinstance(rec, dict) else None
+    return [str(f) for f in parts] if isinstance(parts, list) and parts else [f"{comp}/model.onnx"]
 
 
 def _same_model_key(manifest: dict) -> dict:

@@ -17,6 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("--mpq-policy", default="w8a8", help="base policy of the leave-one-out view (default: w8a8)")
     p.add_argument("--calib-prompts", type=int, default=8, help="calibration prompts (x steps x CFG branches)")
     p.add_argument("--calib-steps", type=int, default=None, help="denoising steps sampled during calibration")
+    p.add_argument("--verify-prompts", type=int, default=2,
+                   help="held-out prompts the error is measured on (picked as export picks its verification "
+                        "prompts; 0 = measure on the calibration samples themselves)")
     p.add_argument("--prompts-file", default=None, help="UTF-8 prompt file (default: the model's or shipped set)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resolution", type=int, default=None,
@@ -38,13 +41,14 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     """Execute ``edgefusion profile``."""
+    from edgefusion.models.source import DEFAULT_MODEL
     from edgefusion.sensitivity.run_profile import default_profile_dir, profile
     from edgefusion.sensitivity.summary import format_profile_summary
-    from edgefusion.models.source import DEFAULT_MODEL
 
     out = args.out or str(default_profile_dir(args.model or DEFAULT_MODEL))
     report = profile(model=args.model, out=out, mpq_policy=args.mpq_policy, calib_prompts=args.calib_prompts,
-                     calib_steps=args.calib_steps, prompts_file=args.prompts_file, seed=args.seed,
+                     calib_steps=args.calib_steps, verify_prompts=args.verify_prompts,
+                     prompts_file=args.prompts_file, seed=args.seed,
                      resolution=args.resolution, probes=args.probes, max_samples=args.max_samples,
                      target_sqnr=args.target_sqnr, latency_budget_ms=args.latency_budget_ms,
                      check_layers=args.check_layers, memory_mb=args.memory_mb, overwrite=args.overwrite,

@@ -96,7 +96,8 @@ def _matches(key: str, layer) -> bool:
 
 def choose_auto_policy(report: SensitivityReport, target_sqnr: float | None = None,
                        latency_budget_ms: float | None = None, cost_model=None,
-                       simulate: Callable[[dict[str, Precision]], float] | None = None) -> AutoPolicy:
+                       simulate: Callable[[dict[str, Precision]], float] | None = None,
+                       simulated_presets: dict[str, float] | None = None) -> AutoPolicy:
     """Pick the policy (see the module docstring); raises a one-line error when the target is out of reach."""
     if target_sqnr is not None and latency_budget_ms is not None:
         raise EdgeFusionError("both --target-sqnr and --latency-budget-ms were given", "pass only one of them")
@@ -111,7 +112,7 @@ def choose_auto_policy(report: SensitivityReport, target_sqnr: float | None = No
     def db(noise: float) -> float:
         return sqnr_from(signal, noise)
 
-    sim_cache: dict[str, float] = {}
+    sim_cache: dict[str, float] = dict(simulated_presets or {})  # presets already simulated (profiler checks)
 
     def simulated(name: str, prec: dict[str, Precision]) -> float | None:
         if simulate is None:
@@ -124,7 +125,7 @@ def choose_auto_policy(report: SensitivityReport, target_sqnr: float | None = No
     for name, prec in presets.items():
         pt = next(p for p in fr.points if p.walk == name)
         preset_info[name] = {"cost": round(pt.cost, 6), "predicted_db": round(db(pt.noise), 3),
-                             "simulated_db": None}
+                             "simulated_db": None if name not in sim_cache else round(sim_cache[name], 3)}
     default_cost = preset_info["default"]["cost"]
     if target_sqnr is not None:
         target = {"kind": "sqnr_db", "value": float(target_sqnr), "source": "--target-sqnr"}
@@ -174,7 +175,8 @@ def choose_auto_policy(report: SensitivityReport, target_sqnr: float | None = No
     prec = fr.assignment(chosen)
     pred = db(float(nm.noise_of(prec).sum()))
     cost = float(sum(costs[n][p] for n, p in prec.items()))
-    desc = (f"auto: {target['source']} {target['value']:g}{' dB' if target['kind'] == 'sqnr_db' else ' ' + cost_model.unit}"
+    unit = " dB" if target["kind"] == "sqnr_db" else " " + cost_model.unit
+    desc = (f"auto: {target['source']} {target['value']:g}{unit}"
             f"; predicted UNet SQNR {pred:.2f} dB"
             + ("" if best_sim is None else f", simulated {best_sim:.2f} dB")
             + f"; cost {cost:.4g} {cost_model.unit} (default: {default_cost:.4g})")

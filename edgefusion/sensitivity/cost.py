@@ -72,14 +72,9 @@ def policy_cost(stats: dict[str, LayerStats], precisions: dict[str, Precision], 
 
 
 def measure_layer_stats(sim) -> dict[str, LayerStats]:
-    """MACs, element-wise ops, weights and boundary activations of every layer, from one batch-1 run."""
-    import torch
-
-    shapes: dict[str, tuple] = {}
+    """MACs, element-wise ops, weights and boundary activations of every layer (shapes of the first sample)."""
     graph = sim.graph
-    with torch.no_grad():
-        graph.run(sim.feeds[0],
-                  on_tensor=lambda n, x: shapes.__setitem__(n, tuple(x.shape)) if hasattr(x, "shape") else None)
+    shapes = dict(sim.shapes)
     for name, w in graph.weights.items():
         shapes.setdefault(name, tuple(w.shape))
 

@@ -135,49 +135,58 @@ def refine(sim: Simulator, report: SensitivityReport, max_sources: int, time_bud
     return {"sources": out, "seconds": round(time.perf_counter() - t0, 3), "candidates": len(order)}
 
 
-def run_checks(sim: Simulator, report: SensitivityReport, base: dict[str, Precision], check_layers: int) -> dict:
-    """Additive first-order prediction vs full fake-quant simulation on the profiled samples."""
+def run_checks(sim: Simulator, report: SensitivityReport, base: dict[str, Precision], check_layers: int,
+               time_budget_s: float) -> dict:
+    """Additive first-order prediction vs full fake-quant simulation on the profiled samples: the preset policies
+    (``w8a8`` and ``default`` first) and the most sensitive single layers, until the time budget is spent."""
     from edgefusion.quant.policy import load_policy
 
     idx = report.profiled_samples
     signal = sim.signal(idx)
     nm = report.noise_model()
-    policies = {}
-    for name, prec in [(p, report.resolve(load_policy(p))) for p in PRESETS] + [("base", base)]:
-        predicted = sqnr_from(nm.signal, nm.noise_of(prec))
-        simulated = sqnr_from(signal, sim.plan_noise(sim.plan(prec), idx))
-        policies[name] = {"predicted_db": round(predicted, 3), "simulated_db": round(simulated, 3),
-                          "delta_db": round(predicted - simulated, 3)}
+    todo = [(p, report.resolve(load_policy(p))) for p in ("w8a8", "default", "w8a16", "fp16")]
+    if all(base != prec for _, prec in todo):
+        todo.insert(0, ("base", base))
     ranked = sorted(report.sites.op_types, key=lambda n: nm.single_layer_noise(n, Precision.W8A8).sum(),
                     reverse=True)[:check_layers]
-    layers = {}
-    for name in ranked:
-        prec = {name: Precision.W8A8}
+    todo += [(f"layer:{n}", {n: Precision.W8A8}) for n in ranked]
+    policies, layers, skipped, t0 = {}, {}, [], time.perf_counter()
+    for name, prec in todo:
+        if time.perf_counter() - t0 > time_budget_s and len(policies) >= 2:
+            skipped.append(name)
+            continue
         predicted = sqnr_from(nm.signal, nm.noise_of(prec))
         simulated = sqnr_from(signal, sim.plan_noise(sim.plan(prec), idx))
-        layers[name] = {"precision": "W8A8", "predicted_db": round(predicted, 3),
-                        "simulated_db": round(simulated, 3), "delta_db": round(predicted - simulated, 3)}
+        entry = {"predicted_db": round(predicted, 3), "simulated_db": round(simulated, 3),
+                 "delta_db": round(predicted - simulated, 3)}
+        if name.startswith("layer:"):
+            layers[name[6:]] = {"precision": "W8A8", **entry}
+        else:
+            policies[name] = entry
     worst = max([abs(v["delta_db"]) for v in policies.values()] or [0.0])
-    return {"samples": len(idx), "policies": policies, "layers": layers, "max_policy_delta_db": round(worst, 3)}
+    return {"samples": len(idx), "policies": policies, "layers": layers, "max_policy_delta_db": round(worst, 3),
+            "skipped_for_time": skipped}
 
 
 def finish(sim: Simulator, report: SensitivityReport, path: Path, base: dict[str, Precision], cost_model,
            check_layers: int = 4, refine_sources: int = 24) -> SensitivityReport:
     """Checks and derived views; marks the report complete and saves it."""
     t0 = time.perf_counter()
+    sweep_s = report.timings_s.get("sweep", 0.0)
     if "refined" not in report.checks:
-        budget = max(15.0, 0.3 * report.timings_s.get("sweep", 0.0))
-        report.checks["refined"] = refine(sim, report, refine_sources, budget)
+        report.checks["refined"] = refine(sim, report, refine_sources, max(5.0, 0.3 * sweep_s))
     report.timings_s["refine"] = report.checks["refined"]["seconds"]
     t0 = time.perf_counter()
-    report.checks.update(run_checks(sim, report, base, check_layers))
+    report.checks.update(run_checks(sim, report, base, check_layers, max(10.0, 0.4 * sweep_s)))
     n = min(report.samples_per_step or [1])
     probes = report.provenance.method.get("probes", 1)
     report.checks["per_step_spread_db"] = round(10 * np.log10(1 + np.sqrt(2 / (probes * max(n, 1)))), 2)
     report.checks["pooled_spread_db"] = round(10 * np.log10(1 + np.sqrt(2 / (probes * len(report.done_samples)))),
                                               2)
     report.timings_s["checks"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
     report.views = build_views(report, base, cost_model, CANDIDATES)
+    report.timings_s["views"] = round(time.perf_counter() - t0, 3)
     report.complete = True
     report.save(path)
     return report

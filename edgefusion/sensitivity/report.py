@@ -54,6 +54,9 @@ class Provenance:
                     f"{self.calibration.get('height')}px; this run: {other.calibration.get('digest')}, "
                     f"{other.calibration.get('prompts')} x {other.calibration.get('steps')} at "
                     f"{other.calibration.get('height')}px)")
+        if self.calibration.get("measured_on") != other.calibration.get("measured_on"):
+            return (f"it was measured on other samples ({self.calibration.get('measured_on')}; this run: "
+                    f"{other.calibration.get('measured_on')})")
         for key in ("policy", "method", "metric"):
             if getattr(self, key) != getattr(other, key):
                 return f"its {key} differs ({getattr(self, key)} vs {getattr(other, key)})"

@@ -17,6 +17,8 @@ from edgefusion import __version__
 from edgefusion.errors import EdgeFusionError
 from edgefusion.sensitivity.report import SensitivityReport
 
+HELDOUT_SEED_OFFSET = 10_000  # the export captures its verification set with seed + 10_000 (run_export.py)
+
 
 def default_profile_dir(model: str) -> Path:
     """``./edgefusion-profile/<model>``."""
@@ -63,7 +65,8 @@ def _auto_only(report: SensitivityReport, out: Path, info: dict, target_sqnr, la
 
 
 def profile(model: str | None = None, out: str | Path | None = None, mpq_policy: str = "w8a8",
-            calib_prompts: int = 8, calib_steps: int | None = None, prompts_file: str | None = None, seed: int = 0,
+            calib_prompts: int = 8, calib_steps: int | None = None, verify_prompts: int = 2,
+            prompts_file: str | None = None, seed: int = 0,
             resolution: int | None = None, probes: int = 4, max_samples: int | None = 96,
             target_sqnr: float | None = None, latency_budget_ms: float | None = None, check_layers: int = 4,
             memory_mb: int = 2048, overwrite: bool = False, allow_pickle: bool = False, keep_work: bool = False,
@@ -81,6 +84,7 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
         resolve_model_source,
     )
     from edgefusion.quant.policy import load_policy
+    from edgefusion.sensitivity.auto_export import prompts_digest
 
     t_start = time.perf_counter()
     source = resolve_model_source(model)
@@ -104,11 +108,16 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
     if size < 8 or size % 8:
         raise EdgeFusionError(f"--resolution {size} is not a positive multiple of 8", "pass e.g. 256 or 512")
     height, width = (size, size) if resolution else (sampler.height, sampler.width)
-    prompts, _ = split_prompts(read_prompts(prompts_file or source.prompts_file), calib_prompts, 0)
+    # calibration (ranges) and held-out (measured) prompts are picked exactly as `edgefusion export` picks its
+    # calibration and verification prompts, so a report made with the export's flags describes the same data
+    if verify_prompts < 0:
+        raise EdgeFusionError(f"--verify-prompts must be 0 or more, got {verify_prompts}", "pass e.g. 2")
+    prompts, heldout = split_prompts(read_prompts(prompts_file or source.prompts_file), calib_prompts,
+                                     verify_prompts)
     out = Path(out) if out else default_profile_dir(model or DEFAULT_MODEL)
     info = {"model": model or DEFAULT_MODEL, "source": source.to_dict(), "base_policy": spec.to_dict(),
-            "calibration": {"prompts": len(prompts), "steps": steps, "guidance_scale": sampler.guidance_scale,
-                            "seed": seed, "height": height, "width": width},
+            "calibration": {"prompts": len(prompts), "prompts_digest": prompts_digest(prompts), "steps": steps,
+                            "guidance_scale": sampler.guidance_scale, "seed": seed, "height": height, "width": width},
             "native_resolution": None if (height, width) == (sampler.height, sampler.width)
             else [sampler.height, sampler.width]}
     existing = _existing(out, overwrite)
@@ -118,11 +127,12 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
     out.mkdir(parents=True, exist_ok=True)
     work = out / ".work"
     try:
-        if not ((work / "cal.json").is_file() and (work / "unet" / "model.onnx").is_file()):
+        if not ((work / "cal.json").is_file() and (work / "unet" / "model.onnx").is_file()
+                and (work / "heldout.json").is_file() == bool(heldout)):
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir()
-            run_isolated(_torch_stage, str(work), source.to_dict(), prompts, steps, seed, height, width,
-                                     allow_pickle, progress)
+            run_isolated(_torch_stage, str(work), source.to_dict(), prompts, heldout, steps, seed, height, width,
+                         allow_pickle, progress)
         summary, rss = run_isolated(_profile_stage, str(out), info, probes, max_samples, target_sqnr,
                                     latency_budget_ms, check_layers, memory_mb, seed, progress)
     except BaseException:
@@ -145,8 +155,10 @@ def _quiet() -> None:
     _quiet_hf()
 
 
-def _torch_stage(work: str, source: dict, prompts, steps, seed, height, width, allow_pickle, progress) -> dict:
-    """Own process: load the pipeline, capture the calibration set, export the float UNet graph."""
+def _torch_stage(work: str, source: dict, prompts, heldout, steps, seed, height, width, allow_pickle,
+                 progress) -> dict:
+    """Own process: load the pipeline, capture the calibration and held-out sets (as the export captures its
+    calibration and verification sets), export the float UNet graph."""
     from edgefusion.calibration.capture import capture_calibration
     from edgefusion.export.torch_to_onnx import export_component
     from edgefusion.models.source import ModelSource, load_pipeline
@@ -158,6 +170,10 @@ def _torch_stage(work: str, source: dict, prompts, steps, seed, height, width, a
     try:
         cal = capture_calibration(pipe, prompts, steps, src.sampler.guidance_scale, height, width, seed=seed,
                                   progress=progress)
+        if heldout:
+            capture_calibration(pipe, heldout, steps, src.sampler.guidance_scale, height, width,
+                                seed=seed + HELDOUT_SEED_OFFSET, progress=progress,
+                                desc="held-out").save(Path(work) / "heldout")
     except (RuntimeError, ValueError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise EdgeFusionError(f"the model cannot sample at {height}x{width} ({first})",
@@ -193,11 +209,16 @@ def _profile_stage(out: str, info: dict, probes: int, max_samples, target_sqnr, 
     path = folder / "sensitivity.json"
     t0 = time.perf_counter()
     cal = CalibrationSet.load(work / "cal")
-    sim = Simulator(work / "unet" / "model.onnx", "unet", cal.samples["unet"], memory_mb=memory_mb, progress=progress)
+    held = CalibrationSet.load(work / "heldout") if (work / "heldout.json").is_file() else None
+    sim = Simulator(work / "unet" / "model.onnx", "unet", (held or cal).samples["unet"],
+                    None if held is None else cal.samples["unet"], memory_mb=memory_mb, progress=progress)
     src = info["source"]
     prov = Provenance(model=info["model"], random_weights=src["random_weights"],
                       unet_digest=sim.graph.weights_digest(),
-                      calibration={**info["calibration"], "samples": cal.count()["unet"], "digest": cal.digest()},
+                      calibration={**info["calibration"], "samples": cal.count()["unet"], "digest": cal.digest(),
+                                   "measured_on": "calibration samples (in-sample)" if held is None else
+                                   {"heldout_prompts": len(held.prompts), "seed": seed + HELDOUT_SEED_OFFSET,
+                                    "samples": held.count()["unet"], "digest": held.digest()}},
                       policy=info["base_policy"],
                       method={"name": "first-order propagation, Hutchinson probes (linear_noise.py)",
                               "probes": probes, "max_samples": max_samples, "seed": seed},
@@ -223,7 +244,8 @@ def _profile_stage(out: str, info: dict, probes: int, max_samples, target_sqnr, 
 
     torch.set_grad_enabled(False)
     try:
-        auto = choose_auto_policy(report, target_sqnr, latency_budget_ms, cost_model, simulate)
+        done = {k: v["simulated_db"] for k, v in report.checks.get("policies", {}).items()}
+        auto = choose_auto_policy(report, target_sqnr, latency_budget_ms, cost_model, simulate, done)
     except EdgeFusionError as err:  # an unreachable target: the report itself is complete and kept
         report.checks["auto_policy"] = {"error": str(err)}
         report.save(path)

@@ -46,11 +46,18 @@ def noise_energy(reference, test) -> np.ndarray:
 
 
 class Simulator:
-    """The float graph, its quantization sites, samples, reference outputs and calibration ranges."""
+    """The float graph, its quantization sites, the measured samples with their float outputs, and the activation
+    ranges (min/max over ``range_samples``, the calibration set, as the exporter collects them).
 
-    def __init__(self, float_path: str | Path, component: str, samples: list[Sample], memory_mb: int = 2048,
-                 progress: bool = False):
+    ``samples`` are what quantization error is measured on: held-out samples (the export's verification prompts)
+    show what the exported graph does on new prompts, clipping outside the calibration ranges included; without
+    ``range_samples`` they are measured in-sample.
+    """
+
+    def __init__(self, float_path: str | Path, component: str, samples: list[Sample],
+                 range_samples: list[Sample] | None = None, memory_mb: int = 2048, progress: bool = False):
         import torch
+        from tqdm.auto import tqdm
 
         self.path = Path(float_path)
         model = onnx.load(str(self.path), load_external_data=False)
@@ -63,55 +70,68 @@ class Simulator:
         self.structure = model
         self.graph = TorchGraph(self.path)
         self.samples = samples
+        self.in_sample = range_samples is None
         self.output = self.graph.output_names[0]
-        feeds = [{k: torch.from_numpy(np.ascontiguousarray(s.inputs[k])) for k in self.graph.input_names}
-                 for s in samples]
         self.memory_mb = memory_mb
-        self.feeds = feeds
-        # sample 0 runs alone first: its pass measures the activation bytes of one sample (every tensor produced),
-        # which sizes the chunks the other samples are stacked into (when stacking is safe for this graph)
+
+        def feed(s: Sample) -> dict:
+            return {k: torch.from_numpy(np.ascontiguousarray(s.inputs[k])) for k in self.graph.input_names}
+
+        self.feeds = [feed(s) for s in samples]
+        ranged = self.feeds if self.in_sample else [feed(s) for s in range_samples]
+        # one sample alone first: its pass measures the activation bytes of a sample (every tensor produced), which
+        # sizes the chunks the others are stacked into (when stacking is safe for this graph)
         self._lo: dict[str, float] = {}
         self._hi: dict[str, float] = {}
-        sizes: list[int] = []
-        self.reference = [self._float_run(Chunk([0], feeds[0]), sizes)]
-        self.sample_bytes = int(sum(sizes))
+        self.shapes: dict[str, tuple] = {}  # every tensor of one sample (batch 1): sizes chunks, costs layers
+        first = self._float_run(Chunk([0], ranged[0]), self.shapes)
+        self.sample_bytes = int(sum(4 * int(np.prod(s)) for s in self.shapes.values()))
         per = max(1, int(memory_mb * 2 ** 20 // (5 * max(self.sample_bytes, 1))))
-        if per > 1 and len(samples) > 2 and not self.graph.batchable(feeds[1], feeds[-1]):
+        if per > 1 and len(ranged) > 2 and not self.graph.batchable(ranged[1], ranged[-1]):
             per = 1
         self.per_chunk = per
-        from tqdm.auto import tqdm
-
-        for chunk in tqdm(self.chunks_for(range(1, len(samples))), desc="float pass", disable=not progress,
+        for chunk in tqdm(self._stack(ranged, range(1, len(ranged))), desc="ranges", disable=not progress,
                           leave=False):
             out = self._float_run(chunk)
-            self.reference += [out[i:i + 1] for i in range(out.shape[0])]
+            if self.in_sample:
+                first = torch.cat([first, out])
         bad = [t for t in self._lo if not (np.isfinite(self._lo[t]) and np.isfinite(self._hi[t]))]
         if bad:
             raise EdgeFusionError(f"calibration activations of '{bad[0]}' are NaN/inf ({len(bad)} tensors affected)",
                                   "the float graph overflows on the calibration inputs: check the model weights")
         self.ranges = {t: (self._lo[t], self._hi[t]) for t in self._lo}
+        if self.in_sample:
+            self.reference = [first[i:i + 1] for i in range(first.shape[0])]
+        else:
+            self.reference = []
+            with torch.no_grad():
+                for chunk in self.chunks_for(range(len(samples))):
+                    out = self.graph.run(chunk.feeds)[self.output]
+                    self.reference += [out[i:i + 1] for i in range(out.shape[0])]
         self._wcache: dict[tuple[str, str], object] = {}
 
-    def chunks_for(self, indices) -> list[Chunk]:
-        """The given samples stacked into chunks of at most ``per_chunk``."""
+    def _stack(self, feeds: list[dict], indices) -> list[Chunk]:
         import torch
 
         indices = list(indices)
-        out = []
-        for i in range(0, len(indices), self.per_chunk):
-            idx = indices[i:i + self.per_chunk]
-            out.append(Chunk(idx, {k: torch.cat([self.feeds[j][k] for j in idx]) for k in self.graph.input_names}))
-        return out
+        return [Chunk(indices[i:i + self.per_chunk],
+                      {k: torch.cat([feeds[j][k] for j in indices[i:i + self.per_chunk]])
+                       for k in self.graph.input_names})
+                for i in range(0, len(indices), self.per_chunk)]
 
-    def _float_run(self, chunk: Chunk, sizes: list[int] | None = None):
+    def chunks_for(self, indices) -> list[Chunk]:
+        """The given (measured) samples stacked into chunks of at most ``per_chunk``."""
+        return self._stack(self.feeds, indices)
+
+    def _float_run(self, chunk: Chunk, shapes: dict | None = None):
         """Float output of one chunk; updates the running min/max of every float activation (as ``collect_ranges``)."""
         import torch
 
         def see(name, x):
             if not isinstance(x, torch.Tensor):
                 return
-            if sizes is not None:
-                sizes.append(x.numel() * x.element_size())
+            if shapes is not None:
+                shapes[name] = tuple(x.shape)
             if x.is_floating_point() and name in self.index.activations:
                 a, b = torch.aminmax(x.detach())
                 self._lo[name] = min(self._lo.get(name, np.inf), float(a))

@@ -12,13 +12,13 @@ def format_profile_summary(report: SensitivityReport, out: str | None = None) ->
     cal = p.calibration
     res = f"{cal.get('height')}x{cal.get('width')}" + (f" (model's own: {p.native_resolution[0]}x"
                                                        f"{p.native_resolution[1]})" if p.native_resolution else "")
-    lines = [f"edgefusion profile: {p.model}{' (random weights)' if p.random_weights else ''} | "
-             f"base policy {p.policy.get('name')} | {res}",
-             f"calibration: {cal.get('prompts')} prompts x {cal.get('steps')} steps -> {cal.get('samples')} UNet "
+    lines = [(f"edgefusion profile: {p.model}{' (random weights)' if p.random_weights else ''} | "
+             f"base policy {p.policy.get('name')} | {res}"),
+             (f"calibration: {cal.get('prompts')} prompts x {cal.get('steps')} steps -> {cal.get('samples')} UNet "
              f"samples (digest {cal.get('digest')}); profiled {len(report.done_samples)} with "
-             f"{p.method.get('probes')} probes each", "",
-             "Op types, most sensitive first (SQNR when all layers of the type are quantized, the rest float; "
-             "gain when the type is lifted in the base policy):",
+             f"{p.method.get('probes')} probes each"), "",
+             ("Op types, most sensitive first (SQNR when all layers of the type are quantized, the rest float; "
+             "gain when the type is lifted in the base policy):"),
              format_table(op_type_table(v)), "", "Most sensitive layers:", format_table(top_layers(v, 8)), ""]
     checks = c.get("policies", {})
     if checks:

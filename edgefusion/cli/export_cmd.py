@@ -13,7 +13,15 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None,
                    help="preset (tiny, sd-v1.5, bk-sdm-base, bk-sdm-small, bk-sdm-tiny) or a local diffusers "
                         "folder; default: the embedded default model")
-    p.add_argument("--mpq-policy", default="default", help="policy preset (default, w8a8, w8a16, fp16) or YAML path")
+    p.add_argument("--mpq-policy", default="default",
+                   help="policy preset (default, w8a8, w8a16, fp16), YAML path, or auto (per layer, from the UNet's "
+                        "sensitivity; see edgefusion profile)")
+    p.add_argument("--target-sqnr", type=float, default=None, help="auto: cheapest policy with this UNet SQNR (dB)")
+    p.add_argument("--latency-budget-ms", type=float, default=None,
+                   help="auto: best quality within this cost, in proxy-ms of the MAC/byte cost proxy (not the latency "
+                        "model yet); default for auto: the cost of the default policy")
+    p.add_argument("--sensitivity", default=None, help="auto: a report folder from edgefusion profile (same model "
+                                                       "and calibration) instead of profiling inside the export")
     p.add_argument("--device", default="exynos2400",
                    help="device profile: exynos2400, exynos2200, generic, or a profile YAML path")
     p.add_argument("--no-tiling", action="store_true", help="do not tile attention for the device's SRAM")
@@ -45,6 +53,7 @@ def run(args) -> int:
                       verify_prompts=args.verify_prompts, prompts_file=args.prompts_file, seed=args.seed,
                       allow_pickle=args.allow_pickle, keep_float=args.keep_float,
                       progress=not (args.no_progress or args.json), tiling=not args.no_tiling,
-                      max_graph_mb=args.max_graph_mb)
+                      max_graph_mb=args.max_graph_mb, target_sqnr=args.target_sqnr,
+                      latency_budget_ms=args.latency_budget_ms, sensitivity=args.sensitivity)
     print(json.dumps(manifest.to_dict(), indent=1) if args.json else format_summary(manifest, out))
     return 0

@@ -53,7 +53,9 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
            out: str | Path | None = None, overwrite: bool = False, calib_prompts: int = 8,
            calib_steps: int | None = None, verify_prompts: int = 2, prompts_file: str | None = None,
            seed: int = 0, allow_pickle: bool = False, keep_float: bool = False,
-           progress: bool = True, tiling: bool = True, max_graph_mb: float | None = None) -> ExportManifest:
+           progress: bool = True, tiling: bool = True, max_graph_mb: float | None = None,
+           target_sqnr: float | None = None, latency_budget_ms: float | None = None,
+           sensitivity: str | None = None) -> ExportManifest:
     """Export and quantize a Stable Diffusion model for ``device``; returns the manifest of the written folder.
 
     Every argument maps to one CLI flag of ``edgefusion export``. All inputs are checked before heavy work starts,
@@ -61,7 +63,6 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
     """
     from edgefusion.calibration.prompts import read_prompts, split_prompts
     from edgefusion.models.source import DEFAULT_MODEL, resolve_model_source
-    from edgefusion.quant.policy import load_policy
 
     t_start = time.perf_counter()
     source = resolve_model_source(model)
@@ -69,7 +70,9 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
         from edgefusion.models.source import check_weights_format
 
         check_weights_format(Path(source.ref), allow_pickle)
-    spec = load_policy(mpq_policy)
+    from edgefusion.sensitivity.auto_export import policy_or_auto
+
+    spec = policy_or_auto(mpq_policy, target_sqnr, latency_budget_ms, sensitivity)  # auto: chosen after calibration
     from edgefusion.latency.device import load_device
 
     profile = load_device(device)  # a name or a YAML path; validated before any heavy work
@@ -99,6 +102,8 @@ def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, s
     work.mkdir()
     t_info, t_rss = run_isolated(_torch_stage, str(stage), source.to_dict(), cal_prompts, ver_prompts, steps, seed,
                                  allow_pickle, progress)
+    if hasattr(spec, "choose"):  # --mpq-policy auto: from the UNet's sensitivity on this calibration set
+        spec = spec.choose(stage, source.to_dict(), t_info["shapes"], seed, progress)
     manifest = ExportManifest(
         edgefusion_version=__version__, versions=_versions(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), source=source.to_dict(),

@@ -102,6 +102,7 @@ def _auto_stage(stage: str, request: dict, source: dict, shapes: dict, seed: int
     from edgefusion.sensitivity.noise_model import sqnr_from
     from edgefusion.sensitivity.outputs import write_auto_files, write_report_files
     from edgefusion.sensitivity.profiler import (
+        exact_refiner,
         finish,
         new_report,
         select_samples,
@@ -164,7 +165,8 @@ def _auto_stage(stage: str, request: dict, source: dict, shapes: dict, seed: int
         return sqnr_from(signal, sim.plan_noise(sim.plan(prec), idx))
 
     done = {k: v["simulated_db"] for k, v in report.checks.get("policies", {}).items()}
-    auto = choose_auto_policy(report, req.target_sqnr, req.latency_budget_ms, cost_model, simulate, done)
+    auto = choose_auto_policy(report, req.target_sqnr, req.latency_budget_ms, cost_model, simulate, done,
+                              exact_refiner(sim, report))
     report.checks["auto_policy"] = auto.summary()
     report.save(path)
     write_auto_files(auto, report, out)

@@ -18,10 +18,11 @@ from edgefusion.quant.precision import Precision
 from edgefusion.sensitivity.cost import ProxyCost
 from edgefusion.sensitivity.noise_model import sqnr_from
 from edgefusion.sensitivity.report import CANDIDATES, SensitivityReport
-from edgefusion.sensitivity.search import Frontier, Point, build_frontier
+from edgefusion.sensitivity.search import Frontier, build_frontier
 from edgefusion.sensitivity.views import PRESETS
 
 MAX_TRIES = 6
+REFINE_ROUNDS = 2
 
 
 @dataclass
@@ -94,14 +95,8 @@ def _matches(key: str, layer) -> bool:
     return key == layer.name
 
 
-def choose_auto_policy(report: SensitivityReport, target_sqnr: float | None = None,
-                       latency_budget_ms: float | None = None, cost_model=None,
-                       simulate: Callable[[dict[str, Precision]], float] | None = None,
-                       simulated_presets: dict[str, float] | None = None) -> AutoPolicy:
-    """Pick the policy (see the module docstring); raises a one-line error when the target is out of reach."""
-    if target_sqnr is not None and latency_budget_ms is not None:
-        raise EdgeFusionError("both --target-sqnr and --latency-budget-ms were given", "pass only one of them")
-    cost_model = cost_model or ProxyCost()
+def _candidates(report: SensitivityReport, cost_model, target_sqnr, latency_budget_ms):
+    """Frontier and the candidate points for the target, best first; raises when the target is out of reach."""
     nm = report.noise_model()
     costs = layer_costs(report, cost_model)
     presets = {p: report.resolve(load_policy(p)) for p in PRESETS}
@@ -112,73 +107,87 @@ def choose_auto_policy(report: SensitivityReport, target_sqnr: float | None = No
     def db(noise: float) -> float:
         return sqnr_from(signal, noise)
 
-    sim_cache: dict[str, float] = dict(simulated_presets or {})  # presets already simulated (profiler checks)
-
-    def simulated(name: str, prec: dict[str, Precision]) -> float | None:
-        if simulate is None:
-            return None
-        if name not in sim_cache:
-            sim_cache[name] = float(simulate(prec))
-        return sim_cache[name]
-
-    preset_info = {}
-    for name, prec in presets.items():
-        pt = next(p for p in fr.points if p.walk == name)
-        preset_info[name] = {"cost": round(pt.cost, 6), "predicted_db": round(db(pt.noise), 3),
-                             "simulated_db": None if name not in sim_cache else round(sim_cache[name], 3)}
-    default_cost = preset_info["default"]["cost"]
+    info = {name: {"cost": round(pt.cost, 6), "predicted_db": round(db(pt.noise), 3), "simulated_db": None}
+            for name in presets for pt in fr.points if pt.walk == name}
     if target_sqnr is not None:
         target = {"kind": "sqnr_db", "value": float(target_sqnr), "source": "--target-sqnr"}
-        ok = [p for p in fr.pareto if db(p.noise) >= target_sqnr]
-        if not ok:
+        order = [p for p in fr.pareto if db(p.noise) >= target_sqnr]  # by increasing cost
+        if not order:
             best = fr.pareto[-1]
             raise EdgeFusionError(
                 f"no policy reaches {target_sqnr:g} dB on this UNet: the best reachable is {db(best.noise):.1f} dB "
                 f"(predicted, cost {best.cost:.4g} {cost_model.unit})",
                 f"lower --target-sqnr to {np.floor(db(best.noise) * 10) / 10:g} or less")
-        order = ok  # by increasing cost
     else:
-        budget = float(latency_budget_ms) if latency_budget_ms is not None else default_cost
+        budget = float(latency_budget_ms) if latency_budget_ms is not None else info["default"]["cost"]
         source = "--latency-budget-ms (on the cost proxy)" if latency_budget_ms is not None else \
             "cost of the default policy"
         target = {"kind": "cost", "value": budget, "unit": cost_model.unit, "source": source}
-        ok = [p for p in fr.pareto if p.cost <= budget * (1 + 1e-9)]
-        if not ok:
+        order = sorted((p for p in fr.pareto if p.cost <= budget * (1 + 1e-9)), key=lambda p: p.noise)
+        if not order:
             cheapest = fr.pareto[0]
             raise EdgeFusionError(
                 f"no policy fits a budget of {budget:g} {cost_model.unit}: the cheapest costs {cheapest.cost:.4g} "
                 f"({db(cheapest.noise):.1f} dB predicted)",
                 f"raise --latency-budget-ms to {np.ceil(cheapest.cost * 1e4) / 1e4:g} or more")
-        order = sorted(ok, key=lambda p: p.noise)  # best predicted quality first
-    # simulation check: walk the candidates until one holds up (or the tries run out: keep the best simulated)
-    tried = []
+    return fr, order, target, info, presets, costs, db
+
+
+def choose_auto_policy(report: SensitivityReport, target_sqnr: float | None = None,
+                       latency_budget_ms: float | None = None, cost_model=None,
+                       simulate: Callable[[dict[str, Precision]], float] | None = None,
+                       simulated_presets: dict[str, float] | None = None,
+                       refine: Callable[[list[dict[str, Precision]]], int] | None = None) -> AutoPolicy:
+    """Pick the policy (see the module docstring); raises a one-line error when the target is out of reach.
+
+    ``refine(assignments)`` (optional) replaces the estimates of the sources dominating those assignments by
+    exact measurements in the report and returns how many it replaced; the frontier is then rebuilt.
+    """
+    if target_sqnr is not None and latency_budget_ms is not None:
+        raise EdgeFusionError("both --target-sqnr and --latency-budget-ms were given", "pass only one of them")
+    cost_model = cost_model or ProxyCost()
+    fr, order, target, info, presets, costs, db = _candidates(report, cost_model, target_sqnr, latency_budget_ms)
+    for _ in range(REFINE_ROUNDS if refine is not None else 0):
+        if not refine([fr.assignment(p) for p in order[:2]]):
+            break
+        fr, order, target, info, presets, costs, db = _candidates(report, cost_model, target_sqnr,
+                                                                  latency_budget_ms)
+    sim_cache: dict[str, float] = dict(simulated_presets or {})  # presets already simulated (profiler checks)
+
+    def simulated(name: str, prec: dict[str, Precision]) -> float | None:
+        if simulate is None and name not in sim_cache:
+            return None
+        if name not in sim_cache:
+            sim_cache[name] = float(simulate(prec))
+        return sim_cache[name]
+
+    for name in info:
+        if name in sim_cache:
+            info[name]["simulated_db"] = round(sim_cache[name], 3)
     floor = None
     if target["kind"] == "cost" and simulate is not None:
         floor = simulated("default", presets["default"])
-        preset_info["default"]["simulated_db"] = round(floor, 3)
-    chosen: Point = order[0]
-    best_sim = None
+        info["default"]["simulated_db"] = round(floor, 3)
+    # simulation check: walk the candidates until one holds up (or the tries run out: keep the best simulated)
+    tried, chosen, best_sim = [], order[0], None
     for pt in order[:MAX_TRIES if simulate is not None else 1]:
-        prec = fr.assignment(pt)
-        sim = simulated(f"{pt.walk}:{pt.moves}", prec)
+        sim = None if simulate is None else simulated(f"{pt.walk}:{pt.moves}", fr.assignment(pt))
         tried.append({"cost": round(pt.cost, 6), "predicted_db": round(db(pt.noise), 3),
                       "simulated_db": None if sim is None else round(sim, 3)})
         if sim is None:
-            chosen = pt
             break
         if best_sim is None or sim > best_sim:
             chosen, best_sim = pt, sim
-        good = sim >= target_sqnr if target["kind"] == "sqnr_db" else sim > floor
-        if good:
+        if (sim >= target_sqnr) if target["kind"] == "sqnr_db" else (sim > floor):
             chosen, best_sim = pt, sim
             break
     prec = fr.assignment(chosen)
-    pred = db(float(nm.noise_of(prec).sum()))
+    pred = db(float(report.noise_model().noise_of(prec).sum()))
     cost = float(sum(costs[n][p] for n, p in prec.items()))
     unit = " dB" if target["kind"] == "sqnr_db" else " " + cost_model.unit
     desc = (f"auto: {target['source']} {target['value']:g}{unit}"
             f"; predicted UNet SQNR {pred:.2f} dB"
             + ("" if best_sim is None else f", simulated {best_sim:.2f} dB")
-            + f"; cost {cost:.4g} {cost_model.unit} (default: {default_cost:.4g})")
+            + f"; cost {cost:.4g} {cost_model.unit} (default: {info['default']['cost']:.4g})")
     spec = policy_from_precisions(report, prec, "auto", desc)
-    return AutoPolicy(spec, prec, target, pred, cost, cost_model.unit, best_sim, preset_info, tried, fr)
+    return AutoPolicy(spec, prec, target, pred, cost, cost_model.unit, best_sim, info, tried, fr)

@@ -99,40 +99,56 @@ def source_plan(report: SensitivityReport, key: str) -> QuantPlan:
     return plan
 
 
-def refine(sim: Simulator, report: SensitivityReport, max_sources: int, time_budget_s: float,
-           share: float = 0.6) -> dict:
-    """Replace the first-order estimate of the sources that dominate the preset policies' noise by an exact
-    single-source simulation (it also captures what first order misses, e.g. the sinusoid of the timestep)."""
-    from edgefusion.quant.policy import load_policy
+def plan_keys(plan: QuantPlan) -> list[str]:
+    """Source keys a plan turns on."""
+    keys = [f"act|{t}|{b}" for t, b in plan.act_bits.items()] + [f"act|{t}|fp16" for t in plan.fp16_tensors]
+    return keys + [f"w|{w}|int8" for w in plan.int8_weights] + [f"w|{w}|fp16" for w in plan.fp16_weights]
 
+
+def refine(sim: Simulator, report: SensitivityReport, assignments: list[dict[str, Precision]], max_sources: int,
+           time_budget_s: float, share: float = 0.6) -> dict:
+    """Replace the first-order estimate of the sources that dominate the given assignments' noise by an exact
+    single-source simulation (it also captures what first order misses: the sinusoid of the timestep, clipping
+    outside the calibration range on held-out prompts). Sources refined before are skipped."""
     nm = report.noise_model()
+    done = set(report.checks.get("refined", {}).get("sources", {}))
     wanted: list[str] = []
-    for name in PRESETS:
-        plan = sim.plan(report.resolve(load_policy(name)))
-        keys = [f"act|{t}|{b}" for t, b in plan.act_bits.items()] + [f"act|{t}|fp16" for t in plan.fp16_tensors]
-        keys += [f"w|{w}|int8" for w in plan.int8_weights] + [f"w|{w}|fp16" for w in plan.fp16_weights]
-        keys = sorted((k for k in keys if k in nm.noise), key=lambda k: -nm.noise[k].sum())
+    for prec in assignments:
+        keys = sorted((k for k in plan_keys(sim.plan(prec)) if k in nm.noise), key=lambda k: -nm.noise[k].sum())
         total = sum(nm.noise[k].sum() for k in keys) or 1.0
         acc = 0.0
         for k in keys:
             if acc >= share * total:
                 break
             acc += nm.noise[k].sum()
-            wanted.append(k)
-    # most noise first, each source once
-    order = sorted(dict.fromkeys(wanted), key=lambda k: -nm.noise[k].sum())[:max_sources]
+            if k not in done:
+                wanted.append(k)
+    order = sorted(dict.fromkeys(wanted), key=lambda k: -nm.noise[k].sum())[:max_sources]  # most noise first
     col = {s: i for i, s in enumerate(report.steps)}
     cols = [col[int(sim.samples[i].step or 0)] for i in report.profiled_samples]
-    out, t0 = {}, time.perf_counter()
+    record = report.checks.setdefault("refined", {"sources": {}, "seconds": 0.0, "candidates": 0})
+    t0 = time.perf_counter()
     for key in order:
         if time.perf_counter() - t0 > time_budget_s:
             break
         per_sample = sim.plan_noise(source_plan(report, key), report.profiled_samples)
         exact = np.zeros(len(report.steps))
         np.add.at(exact, cols, per_sample)
-        out[key] = {"estimate": float(sum(report.noise[key])), "exact": float(exact.sum())}
+        record["sources"][key] = {"estimate": float(sum(report.noise[key])), "exact": float(exact.sum())}
         report.noise[key] = [float(x) for x in exact]
-    return {"sources": out, "seconds": round(time.perf_counter() - t0, 3), "candidates": len(order)}
+    record["seconds"] = round(record["seconds"] + time.perf_counter() - t0, 3)
+    record["candidates"] += len(order)
+    return record
+
+
+def exact_refiner(sim: Simulator, report: SensitivityReport, max_sources: int = 12,
+                  time_budget_s: float = 30.0):
+    """A ``refine`` callback for :func:`choose_auto_policy`: exact values for the sources its picks depend on."""
+    def call(assignments: list[dict[str, Precision]]) -> int:
+        before = len(report.checks.get("refined", {}).get("sources", {}))
+        after = len(refine(sim, report, assignments, max_sources, time_budget_s)["sources"])
+        return after - before
+    return call
 
 
 def run_checks(sim: Simulator, report: SensitivityReport, base: dict[str, Precision], check_layers: int,
@@ -173,8 +189,10 @@ def finish(sim: Simulator, report: SensitivityReport, path: Path, base: dict[str
     """Checks and derived views; marks the report complete and saves it."""
     t0 = time.perf_counter()
     sweep_s = report.timings_s.get("sweep", 0.0)
-    if "refined" not in report.checks:
-        report.checks["refined"] = refine(sim, report, refine_sources, max(5.0, 0.3 * sweep_s))
+    from edgefusion.quant.policy import load_policy
+
+    presets = [report.resolve(load_policy(p)) for p in PRESETS]
+    refine(sim, report, presets, refine_sources, max(5.0, 0.3 * sweep_s))
     report.timings_s["refine"] = report.checks["refined"]["seconds"]
     t0 = time.perf_counter()
     report.checks.update(run_checks(sim, report, base, check_layers, max(10.0, 0.4 * sweep_s)))

@@ -8,6 +8,7 @@ fails before the sweep started leaves nothing behind.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from datetime import datetime, timezone
@@ -131,20 +132,23 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
                 and (work / "heldout.json").is_file() == bool(heldout)):
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir()
-            run_isolated(_torch_stage, str(work), source.to_dict(), prompts, heldout, steps, seed, height, width,
-                         allow_pickle, progress)
+            t_info, _ = run_isolated(_torch_stage, str(work), source.to_dict(), prompts, heldout, steps, seed,
+                                     height, width, allow_pickle, progress)
+            (work / "torch_stage.json").write_text(json.dumps(t_info))
         summary, rss = run_isolated(_profile_stage, str(out), info, probes, max_samples, target_sqnr,
                                     latency_budget_ms, check_layers, memory_mb, seed, progress)
     except BaseException:
         if created and not (out / "sensitivity.json").is_file():
             shutil.rmtree(out, ignore_errors=True)  # nothing profiled yet: leave nothing behind
         raise
-    if not keep_work:
-        shutil.rmtree(work, ignore_errors=True)
     report = SensitivityReport.load(out / "sensitivity.json")
+    if (work / "torch_stage.json").is_file():
+        report.timings_s.update(json.loads((work / "torch_stage.json").read_text()))
     report.timings_s["total"] = round(time.perf_counter() - t_start, 3)
     report.timings_s["profile_peak_rss_mb"] = round(rss, 1)
     report.save(out / "sensitivity.json")
+    if not keep_work:
+        shutil.rmtree(work, ignore_errors=True)
     del summary
     return report
 
@@ -196,6 +200,7 @@ def _profile_stage(out: str, info: dict, probes: int, max_samples, target_sqnr, 
     from edgefusion.sensitivity.noise_model import sqnr_from
     from edgefusion.sensitivity.outputs import write_auto_files, write_report_files
     from edgefusion.sensitivity.profiler import (
+        exact_refiner,
         finish,
         new_report,
         select_samples,
@@ -236,6 +241,8 @@ def _profile_stage(out: str, info: dict, probes: int, max_samples, target_sqnr, 
     finish(sim, report, path, report.resolve(spec), cost_model, check_layers=check_layers)
     t1 = time.perf_counter()
     write_report_files(report, folder)
+    report.timings_s["plots"] = round(time.perf_counter() - t1, 3)
+    t1 = time.perf_counter()
     idx = report.profiled_samples
     signal = sim.signal(idx)
 
@@ -245,13 +252,14 @@ def _profile_stage(out: str, info: dict, probes: int, max_samples, target_sqnr, 
     torch.set_grad_enabled(False)
     try:
         done = {k: v["simulated_db"] for k, v in report.checks.get("policies", {}).items()}
-        auto = choose_auto_policy(report, target_sqnr, latency_budget_ms, cost_model, simulate, done)
+        auto = choose_auto_policy(report, target_sqnr, latency_budget_ms, cost_model, simulate, done,
+                                  exact_refiner(sim, report))
     except EdgeFusionError as err:  # an unreachable target: the report itself is complete and kept
         report.checks["auto_policy"] = {"error": str(err)}
         report.save(path)
         raise
     write_auto_files(auto, report, folder)
     report.checks["auto_policy"] = auto.summary()
-    report.timings_s["outputs"] = round(time.perf_counter() - t1, 3)
+    report.timings_s["auto_policy"] = round(time.perf_counter() - t1, 3)
     report.save(path)
     return {"auto": auto.summary()}

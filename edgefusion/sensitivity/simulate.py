@@ -109,6 +109,7 @@ class Simulator:
                     out = self.graph.run(chunk.feeds)[self.output]
                     self.reference += [out[i:i + 1] for i in range(out.shape[0])]
         self._wcache: dict[tuple[str, str], object] = {}
+        self.weight_bytes = sum(w.numel() * 4 for w in self.graph.weights.values())
 
     def _stack(self, feeds: list[dict], indices) -> list[Chunk]:
         import torch
@@ -151,12 +152,16 @@ class Simulator:
         return self.sites.plan(precisions)
 
     def weight(self, name: str, kind: str, axis: int = 0):
-        """A quantized weight (``"int8"`` per channel on ``axis`` or ``"fp16"``), cached."""
+        """A quantized weight (``"int8"`` per channel on ``axis`` or ``"fp16"``); cached when both quantized copies
+        of all weights fit in half the memory budget (not for sd-v1.5's 3.4 GB: recomputing is cheaper than RAM)."""
         key = (name, kind)
-        if key not in self._wcache:
-            w = self.graph.weights[name]
-            self._wcache[key] = int8_weight(w, axis) if kind == "int8" else fp16_weight(w)
-        return self._wcache[key]
+        if key in self._wcache:
+            return self._wcache[key]
+        w = self.graph.weights[name]
+        q = int8_weight(w, axis) if kind == "int8" else fp16_weight(w)
+        if 2 * self.weight_bytes <= self.memory_mb * 2 ** 19:
+            self._wcache[key] = q
+        return q
 
     def transforms(self, plan: QuantPlan) -> tuple[dict, dict]:
         """``(activation transforms, weight overrides)`` implementing ``plan``."""

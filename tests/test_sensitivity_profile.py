@@ -1,0 +1,197 @@
+"""`edgefusion profile` on the tiny preset: outputs, prediction vs the exported graphs, automatic policy, resume,
+bad input, and the notebook.
+
+The profile uses the same calibration flags as the session's tiny exports (4 prompts x 4 steps, 2 held-out
+prompts, seed 0), so its report describes exactly the data the exports calibrated and verified on: the SQNR it
+predicts for a policy must land within 1.5 dB of the SQNR the export measured (the issue's bound; the simulation
+measures within 0.2 dB, the first-order sum within 1 dB on this model).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from edgefusion.errors import EdgeFusionError
+from edgefusion.export.manifest import ExportManifest
+from edgefusion.quant.policy import load_policy
+from edgefusion.quant.precision import Precision
+from edgefusion.sensitivity.autopolicy import choose_auto_policy
+from edgefusion.sensitivity.report import SensitivityReport
+
+TINY = dict(model="tiny", calib_prompts=4, calib_steps=4, verify_prompts=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory):
+    from edgefusion.sensitivity.run_profile import profile
+
+    out = tmp_path_factory.mktemp("profile") / "tiny"
+    report = profile(out=out, probes=2, max_samples=8, **TINY)  # one held-out prompt: 4 steps x 2 branches
+    return out, report
+
+
+def test_profile_writes_a_complete_report(tiny_report):
+    out, report = tiny_report
+    for name in ("sensitivity.json", "sensitivity.csv", "op_types.png", "heatmap.png", "ranking.png",
+                 "auto_policy.yaml", "auto_policy.json", "frontier.png"):
+        assert (out / name).stat().st_size > 0, name
+        if name.endswith(".png"):
+            assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / ".work").exists()
+    loaded = SensitivityReport.load(out)
+    assert loaded.complete and loaded.done_samples == loaded.profiled_samples
+    assert loaded.provenance.calibration["measured_on"]["heldout_prompts"] == 2
+    views = loaded.views
+    layers = views["layers"]
+    assert set(layers) == set(loaded.sites.op_types)  # every quantizable layer, Softmax/SiLU/norms included
+    assert {"Conv", "MatMul", "Gemm", "Softmax", "SiLU", "GroupNorm", "LayerNorm", "GELU"} <= set(views["op_types"])
+    for v in layers.values():
+        for view in ("single", "leave_one_out"):
+            assert set(v[view]) == {"W8A8", "W8A16", "FP16"}
+            assert all(len(e["per_step_db"]) == len(loaded.steps) == 4 for e in v[view].values())  # every step
+        assert v["leave_one_out"]["W8A8"]["gain_db"] == pytest.approx(0.0, abs=1e-6) or v["base"] != "W8A8"
+    rows = (out / "sensitivity.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(layers) * 2 * 3 * (1 + len(loaded.steps))
+    # 8-bit everywhere costs more than 16-bit everywhere, which costs more than fp16 rounding, for every op type
+    for op, d in views["op_types"].items():
+        assert d["group"]["W8A8"]["sqnr_db"] < d["group"]["W8A16"]["sqnr_db"], op
+
+
+def test_predicted_sqnr_matches_the_exported_graphs(tiny_report, tiny_exports):
+    _, report = tiny_report
+    for policy, folder in tiny_exports.items():
+        manifest = ExportManifest.load(folder)
+        assert manifest.calibration["digest"] == report.provenance.calibration["digest"]
+        measured = manifest.components["unet"].quant_vs_torch_sqnr_db
+        predicted = report.predict(report.resolve(load_policy(policy)))["sqnr_db"]
+        simulated = report.checks["policies"][policy]["simulated_db"]
+        assert abs(predicted - measured) < 1.5, (policy, predicted, measured)
+        assert abs(simulated - measured) < 1.5, (policy, simulated, measured)
+
+
+def test_auto_policy_beats_default_in_the_export(tiny_report, tiny_exports, tmp_path):
+    from edgefusion.export.run_export import export
+
+    out, report = tiny_report
+    auto = report.checks["auto_policy"]
+    default = auto["presets"]["default"]
+    assert auto["cost"] <= default["cost"] + 1e-12
+    assert auto["simulated_db"] > default["simulated_db"] + 3
+    spec = load_policy(out / "auto_policy.yaml")  # the written policy is a valid, reusable policy file
+    assert report.predict(report.resolve(spec))["sqnr_db"] == pytest.approx(auto["predicted_db"], abs=0.01)
+    m = export(out=tmp_path / "auto", mpq_policy="auto", sensitivity=str(out), **TINY)
+    measured = m.components["unet"].quant_vs_torch_sqnr_db
+    assert abs(measured - auto["simulated_db"]) < 1.5, (measured, auto)
+    assert measured > ExportManifest.load(tiny_exports["default"]).components["unet"].quant_vs_torch_sqnr_db + 3
+    assert (tmp_path / "auto" / "sensitivity" / "frontier.png").is_file()
+    assert load_policy(tmp_path / "auto" / "policy.yaml").rules == spec.rules
+
+
+def test_targets_out_of_reach_name_the_best_reachable(tiny_report):
+    _, report = tiny_report
+    with pytest.raises(EdgeFusionError, match="best reachable is") as err:
+        choose_auto_policy(report, target_sqnr=190)
+    assert "lower --target-sqnr" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(EdgeFusionError, match="the cheapest costs"):
+        choose_auto_policy(report, latency_budget_ms=1e-9)
+    low = choose_auto_policy(report, target_sqnr=30)
+    high = choose_auto_policy(report, target_sqnr=45)
+    assert 30 <= low.predicted_db and 45 <= high.predicted_db and low.cost <= high.cost
+    assert all(p is Precision.FP32 for n, p in low.precisions.items() if n.startswith("unet/time_proj/"))
+
+
+def test_interrupted_sweep_resumes(tiny_float_graphs, tiny_calibration, tmp_path, monkeypatch):
+    from edgefusion.sensitivity import profiler
+    from edgefusion.sensitivity.cost import measure_layer_stats
+    from edgefusion.sensitivity.report import Provenance
+    from edgefusion.sensitivity.simulate import Simulator
+
+    cal, ver = tiny_calibration
+    sim = Simulator(tiny_float_graphs["unet"], "unet", ver.samples["unet"][:4], cal.samples["unet"][:4],
+                    memory_mb=150)
+    assert sim.per_chunk < 4  # several chunks
+    prov = Provenance("tiny", True, sim.graph.weights_digest(), {"digest": cal.digest()}, {}, {"probes": 2})
+    path = tmp_path / "sensitivity.json"
+    report = profiler.new_report(sim, prov, list(range(4)), measure_layer_stats(sim))
+    calls = []
+    real = profiler.linear_noise
+
+    def dies_after_one(sim_, chunk, probes, seed=0):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(list(chunk.index))
+        return real(sim_, chunk, probes, seed)
+
+    monkeypatch.setattr(profiler, "linear_noise", dies_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        profiler.sweep(sim, report, path, 1)
+    partial = SensitivityReport.load(path)
+    assert not partial.complete and partial.done_samples == calls[0]
+    monkeypatch.setattr(profiler, "linear_noise", lambda s, c, p, seed=0: calls.append(list(c.index)) or
+                        real(s, c, p, seed))
+    resumed = profiler.sweep(sim, partial, path, 1)
+    assert resumed.done_samples == list(range(4))
+    assert sorted(i for c in calls[1:] for i in c) == [i for i in range(4) if i not in calls[0]]  # nothing redone
+
+
+def test_bad_reports_are_refused(tiny_report, tmp_path):
+    from edgefusion.sensitivity.auto_export import check_report_for_export
+    from edgefusion.sensitivity.run_profile import profile
+
+    out, report = tiny_report
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "sensitivity.json").write_text((out / "sensitivity.json").read_text()[:5000])
+    with pytest.raises(EdgeFusionError, match="corrupted or truncated"):
+        profile(out=broken, **TINY)
+    assert sorted(p.name for p in broken.iterdir()) == ["sensitivity.json"]  # untouched
+    foreign = tmp_path / "foreign.json"
+    d = json.loads((out / "sensitivity.json").read_text())
+    del d["noise"]
+    foreign.write_text(json.dumps(d))
+    with pytest.raises(EdgeFusionError, match="not an edgefusion sensitivity report"):
+        SensitivityReport.load(foreign)
+
+    class Cal:  # what an export calibrated on: same model, other prompts
+        prompts, steps, guidance_scale = ["a red square"], 4, 7.5
+
+        def digest(self):
+            return "0" * 16
+
+    with pytest.raises(EdgeFusionError, match="another model"):
+        check_report_for_export(report, "f" * 16, Cal(), (32, 32))
+    with pytest.raises(EdgeFusionError, match="another calibration set"):
+        check_report_for_export(report, report.provenance.unet_digest, Cal(), (32, 32))
+    with pytest.raises(EdgeFusionError, match="only applies to --mpq-policy auto"):
+        from edgefusion.export.run_export import export
+
+        export(out=tmp_path / "x", target_sqnr=30, **TINY)
+    assert not (tmp_path / "x").exists()
+
+
+def test_notebook_runs_headless_on_the_report(tiny_report):
+    import nbformat
+    from nbclient import NotebookClient
+
+    out, _ = tiny_report
+    path = os.path.join(os.path.dirname(__file__), "..", "notebooks", "sensitivity_report.ipynb")
+    nb = nbformat.read(path, as_version=4)
+    os.environ["EDGEFUSION_REPORT"] = str(out)
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3").execute()
+    finally:
+        del os.environ["EDGEFUSION_REPORT"]
+    text = json.dumps([c.get("outputs", []) for c in nb.cells])
+    assert "predicted SQNR (dB)" in text and "image/png" in text and '"output_type": "error"' not in text
+
+
+def test_profile_help_imports_no_torch():
+    code = ("import sys, contextlib, io\nfrom edgefusion.cli.main import main\nbuf = io.StringIO()\n"
+            "with contextlib.redirect_stdout(buf):\n    try:\n        main(['profile', '--help'])\n"
+            "    except SystemExit:\n        pass\nassert '--target-sqnr' in buf.getvalue()\n"
+            "print('torch' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == "False", res.stderr

@@ -41,17 +41,26 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     """Execute ``edgefusion profile``."""
+    import sys
+    from pathlib import Path
+
     from edgefusion.models.source import DEFAULT_MODEL
     from edgefusion.sensitivity.run_profile import default_profile_dir, profile
     from edgefusion.sensitivity.summary import format_profile_summary
 
     out = args.out or str(default_profile_dir(args.model or DEFAULT_MODEL))
-    report = profile(model=args.model, out=out, mpq_policy=args.mpq_policy, calib_prompts=args.calib_prompts,
-                     calib_steps=args.calib_steps, verify_prompts=args.verify_prompts,
-                     prompts_file=args.prompts_file, seed=args.seed,
-                     resolution=args.resolution, probes=args.probes, max_samples=args.max_samples,
-                     target_sqnr=args.target_sqnr, latency_budget_ms=args.latency_budget_ms,
-                     check_layers=args.check_layers, memory_mb=args.memory_mb, overwrite=args.overwrite,
-                     allow_pickle=args.allow_pickle, keep_work=args.keep_work, progress=not args.no_progress)
+    try:
+        report = profile(model=args.model, out=out, mpq_policy=args.mpq_policy, calib_prompts=args.calib_prompts,
+                         calib_steps=args.calib_steps, verify_prompts=args.verify_prompts,
+                         prompts_file=args.prompts_file, seed=args.seed, resolution=args.resolution,
+                         probes=args.probes, max_samples=args.max_samples, target_sqnr=args.target_sqnr,
+                         latency_budget_ms=args.latency_budget_ms, check_layers=args.check_layers,
+                         memory_mb=args.memory_mb, overwrite=args.overwrite, allow_pickle=args.allow_pickle,
+                         keep_work=args.keep_work, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        if not (Path(out) / "sensitivity.json").is_file():
+            raise
+        print(f"edgefusion: interrupted; run the same command again to resume the report in {out}", file=sys.stderr)
+        return 130
     print(format_profile_summary(report, out))
     return 0

@@ -1,0 +1,40 @@
+"""Real-size sensitivity runs (slow: `python -m pytest -m slow -k sensitivity`).
+
+* The embedded model with the default calibration (8 prompts x 20 steps, 2 held-out prompts): the report's
+  predictions against the exports' measured UNet SQNR, and `--mpq-policy auto` against `default` in real exports.
+* sd-v1.5 profiled at 256x256 on 4 calibration + 4 held-out samples: the sweep completes on this machine, its
+  first-order predictions agree with its own full simulations, and the automatic policy beats `default`.
+"""
+
+import pytest
+
+from edgefusion.export.run_export import export
+from edgefusion.quant.policy import load_policy
+from edgefusion.sensitivity.run_profile import profile
+
+pytestmark = pytest.mark.slow
+
+
+def test_embedded_auto_export_beats_default(tmp_path):
+    report = profile(model="embedded", out=tmp_path / "profile", progress=False)
+    measured, predicted = {}, {}
+    for name, extra in (("default", {}), ("w8a8", {}), ("auto", {"sensitivity": str(tmp_path / "profile")})):
+        m = export(model="embedded", mpq_policy=name, out=tmp_path / name, progress=False, **extra)
+        measured[name] = m.components["unet"].quant_vs_torch_sqnr_db
+        spec = load_policy(tmp_path / "profile" / "auto_policy.yaml" if name == "auto" else name)
+        predicted[name] = report.predict(report.resolve(spec))
+        assert abs(predicted[name]["sqnr_db"] - measured[name]) < 1.5, (name, predicted[name], measured[name])
+    assert predicted["auto"]["cost"] <= predicted["default"]["cost"] * (1 + 1e-9)
+    assert measured["auto"] > measured["default"] + 3, measured
+
+
+def test_sd15_profile_at_256(tmp_path):
+    report = profile(model="sd-v1.5", out=tmp_path / "sd15", resolution=256, calib_prompts=1, calib_steps=2,
+                     verify_prompts=1, progress=False)
+    assert report.complete and len(report.done_samples) == 4
+    for name in ("w8a8", "default"):
+        c = report.checks["policies"][name]
+        assert abs(c["delta_db"]) < 1.5, (name, c)
+    auto = report.checks["auto_policy"]
+    assert auto["simulated_db"] > auto["presets"]["default"]["simulated_db"]
+    assert report.timings_s["profile_peak_rss_mb"] < 16 * 1024

@@ -212,7 +212,7 @@ def build_op_graph(model: onnx.ModelProto, component: str, plan=None) -> OpGraph
         outs = [o for o in node.output if o]
         for o in outs:
             root[o] = o
-            kind.setdefault(o, act_kind if op not in DMA_OPS else act_kind)
+            kind.setdefault(o, act_kind)
         weights = [i for i in node.input if i in const and numel(i) >= 64]  # skip scalars and shape vectors
         weight_bytes = sum(int(numel(i) * const_elem_bytes.get(i, 4)) for i in weights)
         if op in TENSOR_OPS:

@@ -96,7 +96,7 @@ def export_check(args, out: Path, report) -> list[dict]:
             t = time.perf_counter()
             res = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if res.returncode:
-                rows.append({"policy": name, "error": res.stderr.strip().splitlines()[-1]})
+                print(f"{name} export failed: {res.stderr.strip().splitlines()[-1]}")
                 continue
             m = json.loads(res.stdout)
             spec = load_policy(out / "auto_policy.yaml" if name == "auto" else name)

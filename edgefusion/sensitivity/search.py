@@ -1,8 +1,10 @@
 """Quality-vs-cost frontier of per-layer precision assignments, from a report's noise model and a cost model.
 
-Two greedy walks over layer precisions: up from the cheapest assignment (every free layer at its cheapest
-candidate), each time taking the change that removes the most noise per unit of added cost; and down from the
-most expensive one, each time taking the change that adds the least noise per unit of saved cost. A layer's
+Two greedy walks over layer precisions: up from every free layer at the cheapest candidate (W8A8), each time taking
+the change that removes the most noise per unit of added cost; and down from every free layer at the most precise
+one (FP16), each time taking the change that adds the least noise per unit of saved cost. The down walk finds what
+the up walk cannot: a tensor clipped outside its calibration range stays quantized until *both* its producer and
+its consumers leave the integer precisions, which no single change does. A layer's
 change only alters the sites it touches (the exporter's max-of-requests rule decides their widths), so each step
 re-scores just the layers sharing a site with the changed one. The Pareto front of both walks and the preset
 policies is the frontier the automatic policy is picked from.
@@ -125,9 +127,8 @@ def build_frontier(nm: NoiseModel, costs: dict[str, dict[Precision, float]], loc
     fr = Frontier()
     for walk, upward in (("up", True), ("down", False)):
         start = dict(locked)
-        for n in free:
-            start[n] = min(candidates, key=lambda p: costs[n][p]) if upward else \
-                max(candidates, key=lambda p: costs[n][p])
+        for n in free:  # candidates run from the cheapest to the most precise (equal costs: the order decides)
+            start[n] = candidates[0] if upward else candidates[-1]
         fr.starts[walk] = dict(start)
         noise = float(nm.noise_of(start).sum())
         cost = sum(costs[n][p] for n, p in start.items())

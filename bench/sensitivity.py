@@ -90,7 +90,8 @@ def export_check(args, out: Path, report) -> list[dict]:
             folder = Path(tmp) / name
             cmd = [sys.executable, "-m", "edgefusion", "export", "--model", args.preset, "--out", str(folder),
                    "--mpq-policy", name, "--calib-prompts", str(args.calib_prompts), "--verify-prompts",
-                   str(args.verify_prompts), "--no-progress", "--json", *extra]
+                   str(args.verify_prompts), "--no-progress", "--json", *extra,
+                   *(["--no-tiling"] if args.no_tiling else [])]
             if args.calib_steps:
                 cmd += ["--calib-steps", str(args.calib_steps)]
             t = time.perf_counter()
@@ -119,6 +120,7 @@ def main() -> None:
     ap.add_argument("--probes", type=int, default=4)
     ap.add_argument("--fidelity", action="store_true")
     ap.add_argument("--export", action="store_true")
+    ap.add_argument("--no-tiling", action="store_true", help="exports without attention tiling")
     ap.add_argument("--out", default=None, help="keep the report here (default: a temporary folder)")
     args = ap.parse_args()
     from edgefusion.sensitivity.report import SensitivityReport

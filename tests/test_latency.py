@@ -266,7 +266,7 @@ def test_partitioning_fewest_parts_exact_chain_and_too_large_operator(tiny_expor
 def test_export_partitions_when_the_device_limit_is_small(tmp_path):
     out = tmp_path / "exp"
     r = subprocess.run([sys.executable, "-m", "edgefusion", "export", "--model", "tiny", "--out", str(out),
-                        "--max-graph-mb", "0.15", "--calib-prompts", "2", "--calib-steps", "2", "--verify-prompts",
+                        "--max-graph-mb", "0.15", "--calib-prompts", "1", "--calib-steps", "1", "--verify-prompts",
                         "1", "--no-progress"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads((out / "manifest.json").read_text())
@@ -275,5 +275,5 @@ def test_export_partitions_when_the_device_limit_is_small(tmp_path):
     assert not (out / "unet" / "model.onnx").exists() and all((out / f).is_file() for f in part["files"])
     assert m["latency"]["components"]["unet"]["graphs"] == len(part["files"])
     g = subprocess.run([sys.executable, "-m", "edgefusion", "generate", str(out), "--prompt", "a red circle",
-                        "--steps", "2", "--out", str(tmp_path / "img.png")], capture_output=True, text=True)
+                        "--steps", "1", "--out", str(tmp_path / "img.png")], capture_output=True, text=True)
     assert g.returncode == 0 and (tmp_path / "img.png").is_file(), g.stderr[-2000:]

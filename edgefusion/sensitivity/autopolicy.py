@@ -1,8 +1,8 @@
 """``--mpq-policy auto``: pick a per-layer precision from a sensitivity report for a quality target or a cost budget.
 
-Without a target the budget is the cost of the ``default`` policy, so ``auto`` is the best predicted quality at no
-higher cost than ``default``. The pick is then simulated (full fake-quant forward on the profiled samples) when a
-simulator is at hand; if the simulation misses the target, the next point up the frontier is tried.
+Without a target the budget is the cost of the ``default`` policy, so ``auto`` is the best quality at no higher cost
+than ``default``. When a simulator is at hand the best few candidates are simulated (full fake-quant forward on
+the profiled samples): within a budget the best simulated wins; for a target, the cheapest that simulates above it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from edgefusion.sensitivity.report import CANDIDATES, SensitivityReport
 from edgefusion.sensitivity.search import Frontier, build_frontier
 from edgefusion.sensitivity.views import PRESETS
 
-MAX_TRIES = 6
+MAX_TRIES = 4
 REFINE_ROUNDS = 2
 
 
@@ -141,49 +141,57 @@ def choose_auto_policy(report: SensitivityReport, target_sqnr: float | None = No
     """Pick the policy (see the module docstring); raises a one-line error when the target is out of reach.
 
     ``refine(assignments)`` (optional) replaces the estimates of the sources dominating those assignments by
-    exact measurements in the report and returns how many it replaced; the frontier is then rebuilt.
+    exact measurements in the report and returns how many it replaced; the frontier is then rebuilt. The best
+    candidates of every round stay in the running: with ``simulate`` they are all simulated (a budget: the best
+    simulated wins; a target: the cheapest that simulates above it, else further up the frontier).
     """
     if target_sqnr is not None and latency_budget_ms is not None:
         raise EdgeFusionError("both --target-sqnr and --latency-budget-ms were given", "pass only one of them")
     cost_model = cost_model or ProxyCost()
     fr, order, target, info, presets, costs, db = _candidates(report, cost_model, target_sqnr, latency_budget_ms)
+    pool = [fr.assignment(p) for p in order[:2]]
     for _ in range(REFINE_ROUNDS if refine is not None else 0):
-        if not refine([fr.assignment(p) for p in order[:2]]):
+        if not refine(pool[-2:]):
             break
         fr, order, target, info, presets, costs, db = _candidates(report, cost_model, target_sqnr,
                                                                   latency_budget_ms)
+        pool += [fr.assignment(p) for p in order[:2]]
+    nm = report.noise_model()
+
+    def cost_of(prec: dict[str, Precision]) -> float:
+        return float(sum(costs[n][p] for n, p in prec.items()))
+
+    unique: dict[tuple, dict[str, Precision]] = {}
+    for prec in pool + [fr.assignment(p) for p in order[:MAX_TRIES]] + list(presets.values()):
+        unique.setdefault(tuple(sorted((n, p.value) for n, p in prec.items())), prec)
+    cands = [(prec, db(float(nm.noise_of(prec).sum())), cost_of(prec)) for prec in unique.values()]
+    if target["kind"] == "cost":
+        cands = sorted((c for c in cands if c[2] <= target["value"] * (1 + 1e-9)), key=lambda c: -c[1])
+    else:
+        cands = sorted((c for c in cands if c[1] >= target_sqnr), key=lambda c: c[2]) or \
+            sorted(cands, key=lambda c: -c[1])
     sim_cache: dict[str, float] = dict(simulated_presets or {})  # presets already simulated (profiler checks)
-
-    def simulated(name: str, prec: dict[str, Precision]) -> float | None:
-        if simulate is None and name not in sim_cache:
-            return None
-        if name not in sim_cache:
-            sim_cache[name] = float(simulate(prec))
-        return sim_cache[name]
-
+    if simulate is not None and target["kind"] == "cost" and "default" not in sim_cache:
+        sim_cache["default"] = float(simulate(presets["default"]))
     for name in info:
         if name in sim_cache:
             info[name]["simulated_db"] = round(sim_cache[name], 3)
-    floor = None
-    if target["kind"] == "cost" and simulate is not None:
-        floor = simulated("default", presets["default"])
-        info["default"]["simulated_db"] = round(floor, 3)
-    # simulation check: walk the candidates until one holds up (or the tries run out: keep the best simulated)
-    tried, chosen, best_sim = [], order[0], None
-    for pt in order[:MAX_TRIES if simulate is not None else 1]:
-        sim = None if simulate is None else simulated(f"{pt.walk}:{pt.moves}", fr.assignment(pt))
-        tried.append({"cost": round(pt.cost, 6), "predicted_db": round(db(pt.noise), 3),
+    tried, chosen, best_sim = [], cands[0], None
+    for cand in cands[:MAX_TRIES if simulate is not None else 1]:
+        sim = None if simulate is None else float(simulate(cand[0]))
+        tried.append({"cost": round(cand[2], 6), "predicted_db": round(cand[1], 3),
                       "simulated_db": None if sim is None else round(sim, 3)})
         if sim is None:
             break
-        if best_sim is None or sim > best_sim:
-            chosen, best_sim = pt, sim
-        if (sim >= target_sqnr) if target["kind"] == "sqnr_db" else (sim > floor):
-            chosen, best_sim = pt, sim
-            break
-    prec = fr.assignment(chosen)
-    pred = db(float(report.noise_model().noise_of(prec).sum()))
-    cost = float(sum(costs[n][p] for n, p in prec.items()))
+        if target["kind"] == "sqnr_db":
+            if best_sim is None or sim > best_sim:
+                chosen, best_sim = cand, sim
+            if sim >= target_sqnr:
+                chosen, best_sim = cand, sim
+                break
+        elif best_sim is None or sim > best_sim:
+            chosen, best_sim = cand, sim
+    prec, pred, cost = chosen
     unit = " dB" if target["kind"] == "sqnr_db" else " " + cost_model.unit
     desc = (f"auto: {target['source']} {target['value']:g}{unit}"
             f"; predicted UNet SQNR {pred:.2f} dB"

@@ -35,15 +35,15 @@ class Frontier:
     """The walks (start states and moves) and the Pareto-optimal points over them."""
 
     starts: dict[str, dict[str, Precision]] = field(default_factory=dict)
-    moves: dict[str, list[tuple[str, Precision]]] = field(default_factory=dict)
+    moves: dict[str, list[dict[str, Precision]]] = field(default_factory=dict)  # per walk: changes per step
     points: list[Point] = field(default_factory=list)  # all points, every walk
     pareto: list[Point] = field(default_factory=list)  # non-dominated, by increasing cost
 
     def assignment(self, point: Point) -> dict[str, Precision]:
         """The layer precisions of ``point``."""
         state = dict(self.starts[point.walk])
-        for layer, p in self.moves.get(point.walk, [])[:point.moves]:
-            state[layer] = p
+        for changes in self.moves.get(point.walk, [])[:point.moves]:
+            state.update(changes)
         return state
 
 
@@ -63,59 +63,93 @@ class _Local:
                 near |= {s.producer, *s.consumers} - {None}
             self.neighbours[name] = near - {name}
 
-    def noise(self, layer: str, state: dict[str, Precision]) -> float:
-        p = state.get(layer)
+    def noise(self, layers, state: dict[str, Precision]) -> float:
+        """Pooled noise of the weights of ``layers`` and of every site touching one of them."""
         total = 0.0
-        if p is not None and p.is_integer:
-            total += self.weight_noise.get(layer, {}).get("int8", 0.0)
-        elif p is Precision.FP16:
-            total += self.weight_noise.get(layer, {}).get("fp16", 0.0)
-        for i in self.nm.sites.layer_sites.get(layer, []):
+        sites: set[int] = set()
+        for layer in layers:
+            p = state.get(layer)
+            if p is not None and p.is_integer:
+                total += self.weight_noise.get(layer, {}).get("int8", 0.0)
+            elif p is Precision.FP16:
+                total += self.weight_noise.get(layer, {}).get("fp16", 0.0)
+            sites.update(self.nm.sites.layer_sites.get(layer, []))
+        for i in sites:
             t = self.nm.sites.site_treatment(self.nm.sites.sites[i], state)
             if t is not None:
                 total += self.site_noise[i][t]
         return total
 
 
-def _walk(local: _Local, state: dict[str, Precision], free: list[str], candidates: list[Precision],
-          upward: bool) -> list[tuple[str, Precision, float, float]]:
-    """Greedy moves ``(layer, precision, noise change, cost change)`` from ``state`` (modified in place)."""
-    version = {n: 0 for n in free}
-    heap: list = []
+Move = dict  # layer -> new precision (one layer, or a site's producer and consumers together)
 
-    def push(layer: str) -> None:
-        cur = state[layer]
-        base_noise = local.noise(layer, state)
-        c0 = local.costs[layer][cur]
+
+def _walk(local: _Local, state: dict[str, Precision], free: list[str], candidates: list[Precision],
+          upward: bool) -> list[tuple[Move, float, float]]:
+    """Greedy moves ``(changes, noise change, cost change)`` from ``state`` (modified in place).
+
+    Upward, besides one-layer changes, a *site* move lifts a tensor's producer and all its consumers to the top
+    candidate at once: the only way to take a tensor out of quantization (e.g. one clipped on new prompts).
+    """
+    freeset = set(free)
+    sites = local.nm.sites
+    version: dict[tuple, int] = {}
+    heap: list = []
+    counter = 0
+
+    def evaluate(changes: Move):
+        old = {n: state[n] for n in changes}
+        before = local.noise(changes, state)
+        c0 = sum(local.costs[n][state[n]] for n in changes)
+        state.update(changes)
+        dn = local.noise(changes, state) - before
+        dc = sum(local.costs[n][state[n]] for n in changes) - c0
+        state.update(old)
+        if upward:
+            return (dn / dc, dn, dc) if dc > 0 and dn < 0 else None  # most noise removed per cost added first
+        return (dn / -dc, dn, dc) if dc < 0 else None  # least noise added per cost saved first
+
+    def push(key: tuple) -> None:
+        nonlocal counter
+        if key[0] == "L":
+            options = [{key[1]: p} for p in candidates if p != state[key[1]]]
+        else:
+            site = sites.sites[key[1]]
+            group = {n for n in (site.producer, *site.consumers) if n is not None}
+            if not group <= freeset:
+                return
+            options = [{n: candidates[-1] for n in group if state[n] != candidates[-1]}]
         best = None
-        for p in candidates:
-            dc = local.costs[layer][p] - c0
-            if p == cur or (dc <= 0 if upward else dc >= 0):
-                continue
-            state[layer] = p
-            dn = local.noise(layer, state) - base_noise
-            state[layer] = cur
-            if upward and dn >= 0:
-                continue
-            score = (-dn / dc) if upward else (dn / -dc)  # noise removed per cost added / added per cost saved
-            key = -score if upward else score
-            if best is None or key < best[0]:
-                best = (key, p, dn, dc)
+        for changes in options:
+            if changes:
+                r = evaluate(changes)
+                if r is not None and (best is None or r[0] < best[0][0]):
+                    best = (r, changes)
+        version[key] = version.get(key, 0) + 1
         if best is not None:
-            heapq.heappush(heap, (best[0], version[layer], layer, best[1], best[2], best[3]))
+            counter += 1
+            heapq.heappush(heap, (best[0][0], counter, version[key], key, best[1], best[0][1], best[0][2]))
 
     for layer in free:
-        push(layer)
+        push(("L", layer))
+    if upward:
+        for i in range(len(sites.sites)):
+            push(("G", i))
     moves = []
     while heap:
-        _, ver, layer, p, dn, dc = heapq.heappop(heap)
-        if ver != version[layer]:
+        _, _, ver, key, changes, dn, dc = heapq.heappop(heap)
+        if ver != version.get(key):
             continue
-        state[layer] = p
-        moves.append((layer, p, dn, dc))
-        for name in {layer} | (local.neighbours.get(layer, set()) & version.keys()):
-            version[name] += 1
-            push(name)
+        state.update(changes)
+        moves.append((changes, dn, dc))
+        touched = set(changes)
+        for n in changes:
+            touched |= local.neighbours.get(n, set())
+        for n in touched & freeset:
+            push(("L", n))
+        if upward:
+            for i in {i for n in touched for i in sites.layer_sites.get(n, [])}:
+                push(("G", i))
     return moves
 
 
@@ -134,8 +168,8 @@ def build_frontier(nm: NoiseModel, costs: dict[str, dict[Precision, float]], loc
         cost = sum(costs[n][p] for n, p in start.items())
         fr.points.append(Point(noise, cost, walk, 0))
         moves = _walk(local, start, free, candidates, upward)
-        fr.moves[walk] = [(m[0], m[1]) for m in moves]
-        for k, (_, _, dn, dc) in enumerate(moves, 1):
+        fr.moves[walk] = [m[0] for m in moves]
+        for k, (_, dn, dc) in enumerate(moves, 1):
             noise += dn
             cost += dc
             fr.points.append(Point(max(noise, 0.0), cost, walk, k))

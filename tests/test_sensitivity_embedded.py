@@ -15,6 +15,9 @@ from edgefusion.quant.policy import load_policy
 from edgefusion.quant.quantize_graph import quantize_graph
 from edgefusion.runtime.session import open_session, run_session
 
+# real trained model: minutes on 2 cores, so it runs with the slow suite (`python -m pytest -m slow`)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def embedded_profile(tmp_path_factory):

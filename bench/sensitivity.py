@@ -63,7 +63,11 @@ def fidelity(out: Path, work: Path, report) -> list[dict]:
     ref = [run_session(sess, s.inputs)[0] for s in held]
     del sess
     simulated = {k: v["simulated_db"] for k, v in report.checks.get("policies", {}).items()}
-    simulated["auto"] = report.checks.get("auto_policy", {}).get("simulated_db")
+    auto = report.checks.get("auto_policy", {})
+    simulated["auto"] = auto.get("simulated_db")
+    whole = {k: v.get("whole_model_cost") for k, v in auto.get("presets", {}).items()}
+    whole["auto"] = auto.get("whole_model_cost")
+    unit = report.cost_model().unit
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("default", "w8a8", "auto"):
@@ -76,7 +80,8 @@ def fidelity(out: Path, work: Path, report) -> list[dict]:
             rows.append({"policy": name, "first-order dB": round(pred["sqnr_db"], 2),
                          "simulated dB": simulated.get(name), "ORT QDQ dB": round(measured, 2),
                          "first-order - ORT": round(pred["sqnr_db"] - measured, 2),
-                         "cost (proxy-ms)": round(pred["cost"], 4)})
+                         f"cost, table ({unit})": round(pred["cost"], 4),
+                         f"cost, whole model ({unit})": whole.get(name)})
     return rows
 
 
@@ -105,6 +110,9 @@ def export_check(args, out: Path, report) -> list[dict]:
             rows.append({"policy": name, "export s": round(time.perf_counter() - t, 1),
                          "predicted dB (profile)": round(pred["sqnr_db"], 2),
                          "export measured dB": m["components"]["unet"]["quant_vs_torch_sqnr_db"],
+                         f"predicted cost ({report.cost_model().unit})": round(pred["cost"], 2),
+                         "export UNet ms/image (QDQ graph)": round(m["latency"]["components"]["unet"]["ms"]
+                                                                   * m["latency"]["components"]["unet"]["calls"], 2),
                          "size": f"{m['shapes']['height']}x{m['shapes']['width']}"})
     return rows
 
@@ -159,7 +167,7 @@ def main() -> None:
             "model": args.preset, "size": f"{cal['height']}x{cal['width']}", "layers": len(report.sites.op_types),
             "profiled samples": len(report.done_samples), "probes": report.provenance.method["probes"],
             "sweep s": tm.get("sweep"), "refine+checks s": round(tm.get("refine", 0) + tm.get("checks", 0), 1),
-            "profile command s": round(wall, 1), "ORT forward s": round(per, 2),
+            "latency table s": tm.get("latency_table"), "profile command s": round(wall, 1), "ORT forward s": round(per, 2),
             "naive sweep s (2 precisions)": round(naive), "naive / ours (sweep)": round(naive / tm["sweep"], 1),
             "peak RSS MB": tm.get("profile_peak_rss_mb")}]))
         if args.fidelity:

@@ -50,5 +50,6 @@ def test_predictions_match_qdq_graphs_and_auto_beats_default(embedded_profile, t
         costs[name] = pred["cost"]
         assert abs(pred["sqnr_db"] - measured[name]) < 1.5, (name, pred["sqnr_db"], measured[name])
         assert abs(simulated[name] - measured[name]) < 1.5, (name, simulated[name], measured[name])
-    assert costs["auto"] <= costs["default"] * (1 + 1e-9)
+    assert auto["whole_model_cost"] <= auto["presets"]["default"]["whole_model_cost"] * (1 + 1e-9)
+    assert costs["auto"] <= costs["default"] * 1.01  # the additive table, within its error on mixed policies
     assert measured["auto"] > measured["default"] + 3, measured

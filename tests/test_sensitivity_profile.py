@@ -78,7 +78,7 @@ def test_auto_policy_beats_default_in_the_export(tiny_report, tiny_exports, tmp_
     out, report = tiny_report
     auto = report.checks["auto_policy"]
     default = auto["presets"]["default"]
-    assert auto["cost"] <= default["cost"] + 1e-12
+    assert auto["whole_model_cost"] <= default["whole_model_cost"] * (1 + 1e-9)  # no higher latency
     assert auto["simulated_db"] > default["simulated_db"] + 3
     spec = load_policy(out / "auto_policy.yaml")  # the written policy is a valid, reusable policy file
     assert report.predict(report.resolve(spec))["sqnr_db"] == pytest.approx(auto["predicted_db"], abs=0.01)
@@ -88,6 +88,28 @@ def test_auto_policy_beats_default_in_the_export(tiny_report, tiny_exports, tmp_
     assert measured > ExportManifest.load(tiny_exports["default"]).components["unet"].quant_vs_torch_sqnr_db + 3
     assert (tmp_path / "auto" / "sensitivity" / "frontier.png").is_file()
     assert load_policy(tmp_path / "auto" / "policy.yaml").rules == spec.rules
+
+
+def test_layers_are_costed_by_the_device_latency_model(tiny_report, tiny_exports):
+    """The per-layer table adds up to the latency model's figure for the uniform policies, agrees with the
+    latency the export reports from its QDQ graph, and the automatic pick fits its budget by the whole model."""
+    _, report = tiny_report
+    lc = report.cost_model()
+    assert lc.unit == "ms" and lc.device == "exynos2400" and set(lc.table) == set(report.sites.op_types)
+    for prec, ms in lc.uniform_ms.items():
+        assert lc.offset_ms + sum(row[prec] for row in lc.table.values()) == pytest.approx(ms, rel=1e-6)
+    assert lc.uniform_ms["W8A8"] < lc.uniform_ms["W8A16"] < lc.uniform_ms["FP16"]
+    for policy, folder in tiny_exports.items():
+        exported = ExportManifest.load(folder).latency["components"]["unet"]
+        per_image = exported["ms"] * exported["calls"]
+        table = report.predict(report.resolve(load_policy(policy)))["cost"]
+        assert table == pytest.approx(per_image, rel=0.02), (policy, table, per_image)
+    auto = report.checks["auto_policy"]
+    assert auto["cost_unit"] == "ms"
+    default = auto["presets"]["default"]
+    assert auto["whole_model_cost"] <= default["whole_model_cost"] * (1 + 1e-9)
+    assert default["cost"] == pytest.approx(default["whole_model_cost"], rel=1e-3)  # the table, on a mixed policy
+    assert SensitivityReport.from_dict(json.loads(json.dumps(report.to_dict()))).latency == report.latency
 
 
 def test_targets_out_of_reach_name_the_best_reachable(tiny_report):

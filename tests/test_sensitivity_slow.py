@@ -17,14 +17,18 @@ pytestmark = pytest.mark.slow
 
 def test_embedded_auto_export_beats_default(tmp_path):
     report = profile(model="embedded", out=tmp_path / "profile", progress=False)
-    measured, predicted = {}, {}
+    measured, predicted, latency = {}, {}, {}
     for name, extra in (("default", {}), ("w8a8", {}), ("auto", {"sensitivity": str(tmp_path / "profile")})):
         m = export(model="embedded", mpq_policy=name, out=tmp_path / name, progress=False, **extra)
         measured[name] = m.components["unet"].quant_vs_torch_sqnr_db
+        latency[name] = m.latency["components"]["unet"]["ms"]
         spec = load_policy(tmp_path / "profile" / "auto_policy.yaml" if name == "auto" else name)
         predicted[name] = report.predict(report.resolve(spec))
         assert abs(predicted[name]["sqnr_db"] - measured[name]) < 1.5, (name, predicted[name], measured[name])
-    assert predicted["auto"]["cost"] <= predicted["default"]["cost"] * (1 + 1e-9)
+    auto = report.checks["auto_policy"]
+    assert auto["whole_model_cost"] <= auto["presets"]["default"]["whole_model_cost"] * (1 + 1e-9)
+    # the written QDQ graphs costed by the same latency model (not the plan-based graph the search used)
+    assert latency["auto"] <= latency["default"] * 1.001, latency
     assert measured["auto"] > measured["default"] + 3, measured
 
 
@@ -37,4 +41,6 @@ def test_sd15_profile_at_256(tmp_path):
         assert abs(c["delta_db"]) < 1.5, (name, c)
     auto = report.checks["auto_policy"]
     assert auto["simulated_db"] > auto["presets"]["default"]["simulated_db"]
+    assert auto["whole_model_cost"] <= auto["presets"]["default"]["whole_model_cost"] * (1 + 1e-9)
+    assert report.latency["height"] == 512  # costed at the model's own size, not the profiled one
     assert report.timings_s["profile_peak_rss_mb"] < 16 * 1024

@@ -18,8 +18,8 @@ def add_parser(sub) -> None:
                         "sensitivity; see edgefusion profile)")
     p.add_argument("--target-sqnr", type=float, default=None, help="auto: cheapest policy with this UNet SQNR (dB)")
     p.add_argument("--latency-budget-ms", type=float, default=None,
-                   help="auto: best quality within this cost, in proxy-ms of the MAC/byte cost proxy (not the latency "
-                        "model yet); default for auto: the cost of the default policy")
+                   help="auto: best quality within this UNet latency per image (ms on --device, from the latency "
+                        "model); default for auto: the latency of the default policy")
     p.add_argument("--sensitivity", default=None, help="auto: a report folder from edgefusion profile (same model "
                                                        "and calibration) instead of profiling inside the export")
     p.add_argument("--device", default="exynos2400",

@@ -28,8 +28,12 @@ def add_parser(sub) -> None:
     p.add_argument("--max-samples", type=int, default=96, help="calibration samples profiled (whole prompts first)")
     p.add_argument("--target-sqnr", type=float, default=None, help="auto policy: cheapest with this UNet SQNR (dB)")
     p.add_argument("--latency-budget-ms", type=float, default=None,
-                   help="auto policy: best quality within this cost, in proxy-ms of the MAC/byte cost proxy "
-                        "(not a latency model yet); default budget: the cost of the default policy")
+                   help="auto policy: best quality within this UNet latency per image (ms on --device, the "
+                        "latency model at the model's own size, steps and guidance); default budget: the "
+                        "latency of the default policy")
+    p.add_argument("--device", default="exynos2400",
+                   help="device profile the layers are costed on: exynos2400, exynos2200, generic, a YAML path, or "
+                        "none (a MAC/byte proxy in proxy-ms instead of the latency model)")
     p.add_argument("--check-layers", type=int, default=4, help="most sensitive layers re-measured exactly")
     p.add_argument("--memory-mb", type=int, default=2048, help="memory budget for stacking samples")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
@@ -56,7 +60,8 @@ def run(args) -> int:
                          probes=args.probes, max_samples=args.max_samples, target_sqnr=args.target_sqnr,
                          latency_budget_ms=args.latency_budget_ms, check_layers=args.check_layers,
                          memory_mb=args.memory_mb, overwrite=args.overwrite, allow_pickle=args.allow_pickle,
-                         keep_work=args.keep_work, progress=not args.no_progress)
+                         keep_work=args.keep_work, progress=not args.no_progress,
+                         device=None if args.device == "none" else args.device)
     except KeyboardInterrupt:
         if not (Path(out) / "sensitivity.json").is_file():
             raise

@@ -103,7 +103,7 @@ def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, s
     t_info, t_rss = run_isolated(_torch_stage, str(stage), source.to_dict(), cal_prompts, ver_prompts, steps, seed,
                                  allow_pickle, progress)
     if hasattr(spec, "choose"):  # --mpq-policy auto: from the UNet's sensitivity on this calibration set
-        spec = spec.choose(stage, source.to_dict(), t_info["shapes"], seed, progress)
+        spec = spec.choose(stage, source.to_dict(), t_info["shapes"], seed, progress, profile.to_dict(), tiling)
     manifest = ExportManifest(
         edgefusion_version=__version__, versions=_versions(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), source=source.to_dict(),

@@ -42,7 +42,7 @@ class AutoRequest:
             raise EdgeFusionError("both --target-sqnr and --latency-budget-ms were given", "pass only one of them")
         if latency_budget_ms is not None and not latency_budget_ms > 0:
             raise EdgeFusionError(f"--latency-budget-ms must be positive, got {latency_budget_ms}",
-                                  "pass a budget > 0 (proxy-ms of the MAC/byte cost proxy)")
+                                  "pass a budget > 0 (UNet ms per image on the export's --device)")
         if sensitivity is not None:
             from edgefusion.sensitivity.report import SensitivityReport
 
@@ -56,11 +56,14 @@ class AutoRequest:
         """What the manifest records until the policy is chosen."""
         return {"name": "auto", **asdict(self)}
 
-    def choose(self, stage: Path, source: dict, shapes: dict, seed: int, progress: bool = False) -> PolicySpec:
-        """Profile (or load the report), pick the policy, write ``<stage>/sensitivity/``; returns the policy."""
+    def choose(self, stage: Path, source: dict, shapes: dict, seed: int, progress: bool = False,
+               device: dict | None = None, tiling: bool = True) -> PolicySpec:
+        """Profile (or load the report), pick the policy, write ``<stage>/sensitivity/``; returns the policy.
+        Layers are costed on ``device`` (a DeviceProfile dict) by the latency model; ``None``: the MAC/byte proxy."""
         from edgefusion.export.isolated import run_isolated
 
-        spec, _ = run_isolated(_auto_stage, str(stage), asdict(self), source, shapes, seed, progress)
+        spec, _ = run_isolated(_auto_stage, str(stage), asdict(self), source, shapes, seed, progress, device,
+                               tiling)
         return PolicySpec.from_dict(spec, where="automatic policy")
 
 
@@ -88,7 +91,8 @@ def check_report_for_export(report, digest: str, cal, native: tuple[int, int]) -
         "profile with the export's --calib-prompts/--calib-steps/--seed/--prompts-file, or omit --sensitivity")
 
 
-def _auto_stage(stage: str, request: dict, source: dict, shapes: dict, seed: int, progress: bool) -> dict:
+def _auto_stage(stage: str, request: dict, source: dict, shapes: dict, seed: int, progress: bool,
+                device: dict | None = None, tiling: bool = True) -> dict:
     """Own process: the report (given, or profiled here on the export's calibration set), the automatic policy
     (simulated when profiled here), and the files under ``sensitivity/``."""
     import psutil
@@ -119,13 +123,21 @@ def _auto_stage(stage: str, request: dict, source: dict, shapes: dict, seed: int
     float_unet = stage_dir / "float" / "unet" / "model.onnx"
     cal = CalibrationSet.load(stage_dir / ".work" / "cal")
     native = (int(shapes["height"]), int(shapes["width"]))
-    cost_model = ProxyCost()
+    cost_model, whole_cost = ProxyCost(), None
+    if device is not None:  # the export's device and tiling, at the export's size (the float graph itself)
+        from edgefusion.latency.device import DeviceProfile
+        from edgefusion.sensitivity.latency_cost import latency_cost_for
+
+        cost_model, whole_cost = latency_cost_for(source, DeviceProfile.from_dict(device), load_policy("default"),
+                                                  float_unet, native, tiling)
     if req.sensitivity:  # the report predicts; the export's own verification measures
         report = SensitivityReport.load(req.sensitivity)
         note = check_report_for_export(report, TorchGraph(float_unet).weights_digest(), cal, native)
+        report.latency = cost_model.to_dict() if device is not None else {}  # re-costed for this export's device
         report.save(out / "sensitivity.json")
         write_report_files(report, out)
-        auto = choose_auto_policy(report, req.target_sqnr, req.latency_budget_ms, cost_model)
+        auto = choose_auto_policy(report, req.target_sqnr, req.latency_budget_ms, cost_model, whole_cost=whole_cost,
+                                  previous=report.checks.get("auto_policy"))
         write_auto_files(auto, report, out)
         spec = auto.spec
         if note:
@@ -153,6 +165,8 @@ def _auto_stage(stage: str, request: dict, source: dict, shapes: dict, seed: int
                               "max_samples": 96, "seed": 0},
                       edgefusion_version=__version__)
     report = new_report(sim, prov, select_samples(sim.samples, 96), measure_layer_stats(sim))
+    if device is not None:
+        report.latency = cost_model.to_dict()
     path = out / "sensitivity.json"
     sweep(sim, report, path, 4, progress=progress)
     finish(sim, report, path, report.resolve(base), cost_model)
@@ -166,7 +180,7 @@ def _auto_stage(stage: str, request: dict, source: dict, shapes: dict, seed: int
 
     done = {k: v["simulated_db"] for k, v in report.checks.get("policies", {}).items()}
     auto = choose_auto_policy(report, req.target_sqnr, req.latency_budget_ms, cost_model, simulate, done,
-                              exact_refiner(sim, report))
+                              exact_refiner(sim, report), whole_cost)
     report.checks["auto_policy"] = auto.summary()
     report.save(path)
     write_auto_files(auto, report, out)

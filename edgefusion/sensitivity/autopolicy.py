@@ -39,14 +39,18 @@ class AutoPolicy:
     presets: dict[str, dict] = field(default_factory=dict)  # name -> cost, predicted_db, simulated_db
     tried: list[dict] = field(default_factory=list)
     frontier: Frontier | None = None
+    offset: float = 0.0  # cost no layer's precision changes (added to every frontier point)
+    whole_model_cost: float | None = None  # the chosen assignment re-costed by the whole latency model
 
     def summary(self) -> dict:
         """JSON-able summary (no frontier)."""
         return {"policy": self.spec.name, "target": self.target, "predicted_db": round(self.predicted_db, 3),
                 "simulated_db": None if self.simulated_db is None else round(self.simulated_db, 3),
                 "cost": round(self.cost, 6), "cost_unit": self.cost_unit,
+                "whole_model_cost": None if self.whole_model_cost is None else round(self.whole_model_cost, 3),
                 "precision_counts": {p.value: sum(1 for v in self.precisions.values() if v is p) for p in Precision},
-                "presets": self.presets, "tried": self.tried}
+                "presets": self.presets, "tried": self.tried,
+                "assignment": {n: p.value for n, p in sorted(self.precisions.items())}}
 
 
 def layer_costs(report: SensitivityReport, cost_model) -> dict[str, dict[Precision, float]]:
@@ -102,12 +106,13 @@ def _candidates(report: SensitivityReport, cost_model, target_sqnr, latency_budg
     presets = {p: report.resolve(load_policy(p)) for p in PRESETS}
     locked = {n: p for n, p in presets["default"].items() if p is Precision.FP32}
     fr = build_frontier(nm, costs, locked, list(CANDIDATES), presets)
+    off = float(getattr(cost_model, "offset_ms", 0.0))  # cost no layer's precision changes
     signal = float(nm.signal.sum())
 
     def db(noise: float) -> float:
         return sqnr_from(signal, noise)
 
-    info = {name: {"cost": round(pt.cost, 6), "predicted_db": round(db(pt.noise), 3), "simulated_db": None}
+    info = {name: {"cost": round(pt.cost + off, 6), "predicted_db": round(db(pt.noise), 3), "simulated_db": None}
             for name in presets for pt in fr.points if pt.walk == name}
     if target_sqnr is not None:
         target = {"kind": "sqnr_db", "value": float(target_sqnr), "source": "--target-sqnr"}
@@ -116,28 +121,52 @@ def _candidates(report: SensitivityReport, cost_model, target_sqnr, latency_budg
             best = fr.pareto[-1]
             raise EdgeFusionError(
                 f"no policy reaches {target_sqnr:g} dB on this UNet: the best reachable is {db(best.noise):.1f} dB "
-                f"(predicted, cost {best.cost:.4g} {cost_model.unit})",
+                f"(predicted, cost {best.cost + off:.4g} {cost_model.unit})",
                 f"lower --target-sqnr to {np.floor(db(best.noise) * 10) / 10:g} or less")
     else:
         budget = float(latency_budget_ms) if latency_budget_ms is not None else info["default"]["cost"]
-        source = "--latency-budget-ms (on the cost proxy)" if latency_budget_ms is not None else \
-            "cost of the default policy"
+        source = ("--latency-budget-ms" + ("" if cost_model.unit == "ms" else " (on the cost proxy)")
+                  if latency_budget_ms is not None else "cost of the default policy")
         target = {"kind": "cost", "value": budget, "unit": cost_model.unit, "source": source}
-        order = sorted((p for p in fr.pareto if p.cost <= budget * (1 + 1e-9)), key=lambda p: p.noise)
+        order = sorted((p for p in fr.pareto if p.cost + off <= budget * (1 + 1e-9)), key=lambda p: p.noise)
         if not order:
             cheapest = fr.pareto[0]
             raise EdgeFusionError(
-                f"no policy fits a budget of {budget:g} {cost_model.unit}: the cheapest costs {cheapest.cost:.4g} "
-                f"({db(cheapest.noise):.1f} dB predicted)",
-                f"raise --latency-budget-ms to {np.ceil(cheapest.cost * 1e4) / 1e4:g} or more")
+                f"no policy fits a budget of {budget:g} {cost_model.unit}: the cheapest costs "
+                f"{cheapest.cost + off:.4g} ({db(cheapest.noise):.1f} dB predicted)",
+                f"raise --latency-budget-ms to {np.ceil((cheapest.cost + off) * 1e4) / 1e4:g} or more")
     return fr, order, target, info, presets, costs, db
+
+
+def _whole_fits(front, assignment, whole_of, budget: float, keep: int = MAX_TRIES) -> list:
+    """The ``keep`` costliest points of ``front`` (by increasing cost) whose whole-model cost fits ``budget``:
+    a binary search for the last fitting point (the whole model's cost grows along the front, nearly), then the
+    points just below it that fit."""
+    lo, hi = 0, len(front) - 1
+    if hi < 0 or whole_of(assignment(front[0])) > budget * (1 + 1e-9):
+        return []
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if whole_of(assignment(front[mid])) <= budget * (1 + 1e-9):
+            lo = mid
+        else:
+            hi = mid - 1
+    out = []
+    for i in range(lo, -1, -1):
+        if whole_of(assignment(front[i])) <= budget * (1 + 1e-9):
+            out.append(front[i])
+        if len(out) >= keep or lo - i >= 2 * keep:
+            break
+    return out
 
 
 def choose_auto_policy(report: SensitivityReport, target_sqnr: float | None = None,
                        latency_budget_ms: float | None = None, cost_model=None,
                        simulate: Callable[[dict[str, Precision]], float] | None = None,
                        simulated_presets: dict[str, float] | None = None,
-                       refine: Callable[[list[dict[str, Precision]]], int] | None = None) -> AutoPolicy:
+                       refine: Callable[[list[dict[str, Precision]]], int] | None = None,
+                       whole_cost: Callable[[dict[str, Precision]], float] | None = None,
+                       previous: dict | None = None) -> AutoPolicy:
     """Pick the policy (see the module docstring); raises a one-line error when the target is out of reach.
 
     ``refine(assignments)`` (optional) replaces the estimates of the sources dominating those assignments by
@@ -147,7 +176,7 @@ def choose_auto_policy(report: SensitivityReport, target_sqnr: float | None = No
     """
     if target_sqnr is not None and latency_budget_ms is not None:
         raise EdgeFusionError("both --target-sqnr and --latency-budget-ms were given", "pass only one of them")
-    cost_model = cost_model or ProxyCost()
+    cost_model = cost_model or report.cost_model()
     fr, order, target, info, presets, costs, db = _candidates(report, cost_model, target_sqnr, latency_budget_ms)
     pool = [fr.assignment(p) for p in order[:2]]
     for _ in range(REFINE_ROUNDS if refine is not None else 0):
@@ -159,13 +188,42 @@ def choose_auto_policy(report: SensitivityReport, target_sqnr: float | None = No
     nm = report.noise_model()
 
     def cost_of(prec: dict[str, Precision]) -> float:
-        return float(sum(costs[n][p] for n, p in prec.items()))
+        return float(sum(costs[n][p] for n, p in prec.items())) + float(getattr(cost_model, "offset_ms", 0.0))
 
+    whole: dict[tuple, float] = {}
+
+    def whole_of(prec: dict[str, Precision]) -> float:
+        key = tuple(sorted((n, p.value) for n, p in prec.items()))
+        if key not in whole:
+            whole[key] = float(whole_cost(prec))
+        return whole[key]
+
+    if whole_cost is not None:  # the presets by the whole model; the default budget is the default's whole cost
+        for name in info:
+            info[name]["whole_model_cost"] = round(whole_of(presets[name]), 3)
+        if target["kind"] == "cost" and latency_budget_ms is None:
+            target["value"] = whole_of(presets["default"])
+    prev = (previous or {}).get("assignment")
+    if prev and previous.get("target") == target and set(prev) == set(report.sites.op_types):
+        prec = {n: Precision(v) for n, v in prev.items()}
+        pred, cost, best_sim = db(float(nm.noise_of(prec).sum())), cost_of(prec), previous.get("simulated_db")
+        info = {k: {**v, "simulated_db": (previous.get("presets", {}).get(k) or {}).get("simulated_db")}
+                for k, v in info.items()}
+        return _finish(report, prec, target, pred, cost, cost_model, best_sim, info, previous.get("tried", []), fr,
+                       None if whole_cost is None else whole_of(prec))
+    extra = []
+    if whole_cost is not None and target["kind"] == "cost":  # the front's points the whole model fits
+        extra = [fr.assignment(p) for p in _whole_fits(fr.pareto, fr.assignment, whole_of, target["value"])]
     unique: dict[tuple, dict[str, Precision]] = {}
-    for prec in pool + [fr.assignment(p) for p in order[:MAX_TRIES]] + list(presets.values()):
+    for prec in pool + [fr.assignment(p) for p in order[:MAX_TRIES]] + extra + list(presets.values()):
         unique.setdefault(tuple(sorted((n, p.value) for n, p in prec.items())), prec)
     cands = [(prec, db(float(nm.noise_of(prec).sum())), cost_of(prec)) for prec in unique.values()]
-    if target["kind"] == "cost":
+    if target["kind"] == "cost" and whole_cost is not None:
+        budget = target["value"] * (1 + 1e-9)
+        near = [c for c in cands if c[2] <= budget * 1.01]  # the table's error is far below 1 %
+        fits = [c for c in near if whole_of(c[0]) <= budget]
+        cands = sorted(fits or [c for c in cands if c[2] <= budget], key=lambda c: -c[1])
+    elif target["kind"] == "cost":
         cands = sorted((c for c in cands if c[2] <= target["value"] * (1 + 1e-9)), key=lambda c: -c[1])
     else:
         cands = sorted((c for c in cands if c[1] >= target_sqnr), key=lambda c: c[2]) or \
@@ -192,10 +250,17 @@ def choose_auto_policy(report: SensitivityReport, target_sqnr: float | None = No
         elif best_sim is None or sim > best_sim:
             chosen, best_sim = cand, sim
     prec, pred, cost = chosen
+    return _finish(report, prec, target, pred, cost, cost_model, best_sim, info, tried, fr,
+                   None if whole_cost is None else whole_of(prec))
+
+
+def _finish(report, prec, target, pred, cost, cost_model, best_sim, info, tried, fr, whole) -> AutoPolicy:
+    """The :class:`AutoPolicy` of the chosen assignment, with its editable policy."""
     unit = " dB" if target["kind"] == "sqnr_db" else " " + cost_model.unit
     desc = (f"auto: {target['source']} {target['value']:g}{unit}"
             f"; predicted UNet SQNR {pred:.2f} dB"
             + ("" if best_sim is None else f", simulated {best_sim:.2f} dB")
             + f"; cost {cost:.4g} {cost_model.unit} (default: {info['default']['cost']:.4g})")
     spec = policy_from_precisions(report, prec, "auto", desc)
-    return AutoPolicy(spec, prec, target, pred, cost, cost_model.unit, best_sim, info, tried, fr)
+    return AutoPolicy(spec, prec, target, pred, cost, cost_model.unit, best_sim, info, tried, fr,
+                      float(getattr(cost_model, "offset_ms", 0.0)), whole)

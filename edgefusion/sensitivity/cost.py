@@ -1,6 +1,7 @@
-"""Cost of a layer at a precision: a MAC/byte roofline proxy, to be replaced by the device latency model.
+"""Cost of a layer at a precision: a MAC/byte roofline proxy (the fallback when no device latency table is built).
 
-Until ``edgefusion/latency`` provides a per-layer latency model, the policy search prices a layer with nominal
+The policy search normally prices layers with the device latency model (:mod:`.latency_cost`, ms per image).
+Without one (a report written before it existed, or built with ``--device none``) it prices a layer with nominal
 phone-NPU figures: ``max(compute time, memory time)`` where compute = MACs / MAC rate + element-wise ops / vector
 rate (rates halve for 16-bit activations, quarter for FP16) and memory = weight bytes + boundary activation bytes
 over a nominal DRAM bandwidth. The unit is *proxy-ms*, a ranking device, not a latency estimate. Anything with a
@@ -67,8 +68,10 @@ class ProxyCost:
 
 
 def policy_cost(stats: dict[str, LayerStats], precisions: dict[str, Precision], model: CostModel) -> float:
-    """Total cost of the layers in ``precisions`` (layers without stats cost nothing)."""
-    return float(sum(model.layer_cost(stats[n], p) for n, p in precisions.items() if n in stats))
+    """Total cost of the layers in ``precisions`` (layers without stats cost nothing), plus the model's
+    ``offset_ms`` (what no layer's precision changes) when it has one."""
+    return float(sum(model.layer_cost(stats[n], p) for n, p in precisions.items() if n in stats)) + \
+        float(getattr(model, "offset_ms", 0.0))
 
 
 def measure_layer_stats(sim) -> dict[str, LayerStats]:

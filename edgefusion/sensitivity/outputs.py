@@ -46,7 +46,9 @@ def auto_yaml(auto: AutoPolicy) -> str:
     head = [(f"# Chosen by `--mpq-policy auto` from a sensitivity report ({s['target']['source']}: "
             f"{s['target']['value']:g}{unit})."),
             (f"# UNet SQNR predicted {s['predicted_db']} dB{sim}; cost {s['cost']:.4g} {s['cost_unit']} "
-            f"(MAC/byte proxy, not a latency)."),
+             + ("(UNet per image, device latency model, per-layer table"
+                + (f"; whole model: {s['whole_model_cost']:.4g} ms" if s.get("whole_model_cost") is not None
+                   else "") + ")." if s["cost_unit"] == "ms" else "(MAC/byte proxy, not a latency).")),
             "# Presets on the same samples: " + "; ".join(f"{k} {v['predicted_db']} dB / {v['cost']:.4g}"
                                                           for k, v in s["presets"].items()),
             "# Edit freely and pass back with --mpq-policy PATH (rules: first match wins)."]
@@ -59,7 +61,7 @@ def write_auto_files(auto: AutoPolicy, report: SensitivityReport, folder: str | 
     nm = report.noise_model()
     signal = float(nm.signal.sum())
     fr = auto.frontier
-    pts = [{"cost": p.cost, "sqnr_db": sqnr_from(signal, p.noise)} for p in fr.pareto] if fr else []
+    pts = [{"cost": p.cost + auto.offset, "sqnr_db": sqnr_from(signal, p.noise)} for p in fr.pareto] if fr else []
     summary = {**auto.summary(), "frontier": [{"cost": round(p["cost"], 6), "sqnr_db": round(p["sqnr_db"], 3)}
                                               for p in pts]}
     chosen = {"cost": auto.cost, "predicted_db": auto.predicted_db}

@@ -106,7 +106,8 @@ def plot_frontier(frontier_points: list[dict], presets: dict[str, dict], chosen:
     if chosen:
         ax.scatter([chosen["cost"]], [chosen["predicted_db"]], marker="*", s=180, color="red", zorder=4,
                    label=f"auto ({chosen['predicted_db']:.1f} dB)")
-    ax.set_xlabel(f"UNet cost ({unit}; MAC/byte proxy, not a latency)")
+    ax.set_xlabel("UNet NPU latency per image (ms, device latency model)" if unit == "ms"
+                  else f"UNet cost ({unit}; MAC/byte proxy, not a latency)")
     ax.set_ylabel("predicted UNet SQNR (dB)")
     ax.set_title("Quality vs cost (squares: predicted, x: simulated)")
     ax.grid(alpha=0.3)

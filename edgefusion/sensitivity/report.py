@@ -80,6 +80,7 @@ class SensitivityReport:
     checks: dict = field(default_factory=dict)  # simulated vs predicted (policies, layers, resolution)
     timings_s: dict[str, float] = field(default_factory=dict)
     views: dict = field(default_factory=dict)  # derived (see views.py), kept for readers without edgefusion
+    latency: dict = field(default_factory=dict)  # per-layer device latency table (LatencyCost), when built
     format: int = REPORT_FORMAT
 
     # -- persistence
@@ -89,7 +90,7 @@ class SensitivityReport:
         return {"format": self.format, "complete": self.complete, "provenance": asdict(self.provenance),
                 "steps": self.steps, "signal": self.signal, "samples_per_step": self.samples_per_step,
                 "profiled_samples": self.profiled_samples, "done_samples": self.done_samples,
-                "timings_s": self.timings_s, "checks": self.checks, "views": self.views,
+                "timings_s": self.timings_s, "checks": self.checks, "views": self.views, "latency": self.latency,
                 "layers": {n: s.to_dict() for n, s in self.layers.items()}, "sites": self.sites.to_dict(),
                 "noise": self.noise}
 
@@ -110,7 +111,12 @@ class SensitivityReport:
                       signal=[float(x) for x in d["signal"]], samples_per_step=list(d["samples_per_step"]),
                       profiled_samples=list(d["profiled_samples"]), done_samples=list(d["done_samples"]),
                       complete=bool(d["complete"]), checks=dict(d.get("checks", {})),
-                      timings_s=dict(d.get("timings_s", {})), views=dict(d.get("views", {})))
+                      timings_s=dict(d.get("timings_s", {})), views=dict(d.get("views", {})),
+                      latency=dict(d.get("latency") or {}))
+            if rep.latency:
+                from edgefusion.sensitivity.latency_cost import LatencyCost
+
+                LatencyCost.from_dict(rep.latency)
         except (KeyError, TypeError, ValueError) as err:
             raise EdgeFusionError(f"{where} is incomplete or damaged ({type(err).__name__}: {err})",
                                   "re-run `edgefusion profile` with --overwrite") from None
@@ -157,12 +163,20 @@ class SensitivityReport:
         """Layer precisions of a policy on this UNet (text-encoder / VAE rules do not apply here)."""
         return {la.name: spec.precision_for(la) for la in self.layer_objects()}
 
+    def cost_model(self):
+        """The device latency table the report carries (ms per image), else the MAC/byte proxy."""
+        if self.latency:
+            from edgefusion.sensitivity.latency_cost import LatencyCost
+
+            return LatencyCost.from_dict(self.latency)
+        return ProxyCost()
+
     def predict(self, precisions: dict[str, Precision], cost_model=None) -> dict:
-        """Predicted pooled SQNR, SQNR per step and cost of an assignment."""
+        """Predicted pooled SQNR, SQNR per step and cost of an assignment (default cost: :meth:`cost_model`)."""
         nm = self.noise_model()
         noise = nm.noise_of(precisions)
         return {"sqnr_db": sqnr_from(nm.signal, noise), "per_step_db": nm.per_step_sqnr(noise),
-                "cost": policy_cost(self.layers, precisions, cost_model or ProxyCost())}
+                "cost": policy_cost(self.layers, precisions, cost_model or self.cost_model())}
 
     def check_compatible(self, other: Provenance, what: str) -> None:
         """Refuse (one-line error) when ``other`` is not the model and calibration this report describes."""

@@ -46,7 +46,7 @@ def _existing(out: Path, overwrite: bool) -> SensitivityReport | None:
     return rep
 
 
-def _auto_only(report: SensitivityReport, out: Path, info: dict, target_sqnr, latency_budget_ms):
+def _auto_only(report: SensitivityReport, out: Path, info: dict, target_sqnr, latency_budget_ms, device):
     """A complete report is not profiled again: only its automatic policy is recomputed (from the report alone)."""
     from edgefusion.sensitivity.autopolicy import choose_auto_policy
     from edgefusion.sensitivity.outputs import write_auto_files
@@ -58,6 +58,11 @@ def _auto_only(report: SensitivityReport, out: Path, info: dict, target_sqnr, la
         raise EdgeFusionError(f"'{out}' already holds a complete report for other settings (model {p.model}, "
                               f"calibration {have}, base policy {p.policy.get('name')})",
                               "pass --overwrite to profile again, or another --out")
+    had = report.latency.get("device") if report.latency else None
+    if had != (device["name"] if device else None):
+        raise EdgeFusionError(f"'{out}' holds a complete report costed for device {had}, not {device and device['name']}",
+                              "pass --overwrite to profile again, or use `edgefusion export --mpq-policy auto "
+                              "--sensitivity DIR --device D`, which re-costs the layers for its device")
     auto = choose_auto_policy(report, target_sqnr, latency_budget_ms)
     write_auto_files(auto, report, out)
     report.checks["auto_policy"] = auto.summary()
@@ -71,11 +76,13 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
             resolution: int | None = None, probes: int = 4, max_samples: int | None = 96,
             target_sqnr: float | None = None, latency_budget_ms: float | None = None, check_layers: int = 4,
             memory_mb: int = 2048, overwrite: bool = False, allow_pickle: bool = False, keep_work: bool = False,
-            progress: bool = True) -> SensitivityReport:
+            progress: bool = True, device: str | None = "exynos2400") -> SensitivityReport:
     """Profile the UNet of ``model``; returns the complete report (also written to ``out``).
 
     ``mpq_policy`` is the base of the leave-one-out view; ``target_sqnr`` / ``latency_budget_ms`` steer the
-    ``auto_policy.yaml`` written beside the report (default: best quality at the cost of ``default``).
+    ``auto_policy.yaml`` written beside the report (default: best quality at the cost of ``default``). Layer costs
+    come from the latency model of ``device`` (UNet ms per image at the model's own size and steps); ``None``
+    falls back to the MAC/byte proxy.
     """
     from edgefusion.calibration.prompts import read_prompts, split_prompts
     from edgefusion.export.isolated import run_isolated
@@ -92,6 +99,12 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
     if source.kind == "local":
         check_weights_format(Path(source.ref), allow_pickle)
     spec = load_policy(mpq_policy)
+    if device is not None:
+        from edgefusion.latency.device import load_device
+
+        device_dict = load_device(device).to_dict()  # a name or YAML path; validated before any heavy work
+    else:
+        device_dict = None
     for name, value in (("--probes", probes), ("--max-samples", max_samples or 1), ("--check-layers",
                                                                                     check_layers + 1)):
         if value < 1:
@@ -123,7 +136,7 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
             else [sampler.height, sampler.width]}
     existing = _existing(out, overwrite)
     if existing is not None and existing.complete:
-        return _auto_only(existing, out, info, target_sqnr, latency_budget_ms)
+        return _auto_only(existing, out, info, target_sqnr, latency_budget_ms, device_dict)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     work = out / ".work"
@@ -136,7 +149,7 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
                                      height, width, allow_pickle, progress)
             (work / "torch_stage.json").write_text(json.dumps(t_info))
         summary, rss = run_isolated(_profile_stage, str(out), info, probes, max_samples, target_sqnr,
-                                    latency_budget_ms, check_layers, memory_mb, seed, progress)
+                                    latency_budget_ms, check_layers, memory_mb, seed, progress, device_dict)
     except BaseException:
         if created and not (out / "sensitivity.json").is_file():
             shutil.rmtree(out, ignore_errors=True)  # nothing profiled yet: leave nothing behind
@@ -189,7 +202,7 @@ def _torch_stage(work: str, source: dict, prompts, heldout, steps, seed, height,
 
 
 def _profile_stage(out: str, info: dict, probes: int, max_samples, target_sqnr, latency_budget_ms, check_layers,
-                   memory_mb, seed, progress) -> dict:
+                   memory_mb, seed, progress, device: dict | None = None) -> dict:
     """Own process: sweep (resuming a partial report), checks, views, CSV, plots, automatic policy."""
     import torch
 
@@ -237,6 +250,19 @@ def _profile_stage(out: str, info: dict, probes: int, max_samples, target_sqnr, 
         report = new_report(sim, prov, select_samples(sim.samples, max_samples), measure_layer_stats(sim))
     report.timings_s["setup"] = round(report.timings_s.get("setup", 0.0) + time.perf_counter() - t0, 3)
     sweep(sim, report, path, probes, seed=seed, progress=progress)
+    whole_cost = None
+    if device is not None:  # per-layer device latency at the model's own size (a skeleton when profiled lower)
+        from edgefusion.latency.device import DeviceProfile
+        from edgefusion.quant.policy import load_policy
+        from edgefusion.sensitivity.latency_cost import latency_cost_for
+
+        t1 = time.perf_counter()
+        cost_model, whole_cost = latency_cost_for(info["source"], DeviceProfile.from_dict(device),
+                                                  load_policy("default"), work / "unet" / "model.onnx",
+                                                  (info["calibration"]["height"], info["calibration"]["width"]),
+                                                  keep=set(report.sites.op_types))
+        report.latency = cost_model.to_dict()
+        report.timings_s["latency_table"] = round(time.perf_counter() - t1, 3)
     spec = PolicySpec.from_dict(info["base_policy"])
     finish(sim, report, path, report.resolve(spec), cost_model, check_layers=check_layers)
     t1 = time.perf_counter()
@@ -253,7 +279,7 @@ def _profile_stage(out: str, info: dict, probes: int, max_samples, target_sqnr, 
     try:
         done = {k: v["simulated_db"] for k, v in report.checks.get("policies", {}).items()}
         auto = choose_auto_policy(report, target_sqnr, latency_budget_ms, cost_model, simulate, done,
-                                  exact_refiner(sim, report))
+                                  exact_refiner(sim, report), whole_cost)
     except EdgeFusionError as err:  # an unreachable target: the report itself is complete and kept
         report.checks["auto_policy"] = {"error": str(err)}
         report.save(path)

@@ -34,6 +34,13 @@ def format_profile_summary(report: SensitivityReport, out: str | None = None) ->
         lines.append(f"auto policy ({auto['target']['source']}): predicted {auto['predicted_db']:.2f} dB{sim}, "
                      f"cost {auto['cost']:.4g} {auto['cost_unit']} | default: {d['predicted_db']:.2f} dB, "
                      f"cost {d['cost']:.4g}")
+    lat = report.latency
+    if lat:
+        whole = auto.get("whole_model_cost") if auto and "error" not in auto else None
+        lines.append(f"UNet latency per image on {lat['device']} ({lat['steps']} steps x {2 if lat['guidance'] else 1}"
+                     f" CFG branches, {lat['height']}x{lat['width']}): "
+                     + ", ".join(f"all {k} {v:.1f} ms" for k, v in lat["uniform_ms"].items())
+                     + ("" if whole is None else f"; auto {whole:.1f} ms (whole latency model)"))
     t = report.timings_s
     lines.append(f"time: sweep {t.get('sweep', 0):.1f} s, refine {t.get('refine', 0):.1f} s, checks "
                  f"{t.get('checks', 0):.1f} s, total {t.get('total', 0):.1f} s")

@@ -260,7 +260,8 @@ def _finish(report, prec, target, pred, cost, cost_model, best_sim, info, tried,
     desc = (f"auto: {target['source']} {target['value']:g}{unit}"
             f"; predicted UNet SQNR {pred:.2f} dB"
             + ("" if best_sim is None else f", simulated {best_sim:.2f} dB")
-            + f"; cost {cost:.4g} {cost_model.unit} (default: {info['default']['cost']:.4g})")
+            + (f"; cost {cost:.4g} {cost_model.unit} (default: {info['default']['cost']:.4g})" if whole is None else
+               f"; UNet latency {whole:.1f} ms per image (default: {info['default']['whole_model_cost']:.1f})"))
     spec = policy_from_precisions(report, prec, "auto", desc)
     return AutoPolicy(spec, prec, target, pred, cost, cost_model.unit, best_sim, info, tried, fr,
                       float(getattr(cost_model, "offset_ms", 0.0)), whole)

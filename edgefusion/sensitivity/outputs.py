@@ -46,11 +46,11 @@ def auto_yaml(auto: AutoPolicy) -> str:
     head = [(f"# Chosen by `--mpq-policy auto` from a sensitivity report ({s['target']['source']}: "
             f"{s['target']['value']:g}{unit})."),
             (f"# UNet SQNR predicted {s['predicted_db']} dB{sim}; cost {s['cost']:.4g} {s['cost_unit']} "
-             + ("(UNet per image, device latency model, per-layer table"
-                + (f"; whole model: {s['whole_model_cost']:.4g} ms" if s.get("whole_model_cost") is not None
+             + ("(UNet per image, per-layer table of the device latency model"
+                + (f"; the whole model: {s['whole_model_cost']:.1f} ms" if s.get("whole_model_cost") is not None
                    else "") + ")." if s["cost_unit"] == "ms" else "(MAC/byte proxy, not a latency).")),
-            "# Presets on the same samples: " + "; ".join(f"{k} {v['predicted_db']} dB / {v['cost']:.4g}"
-                                                          for k, v in s["presets"].items()),
+            "# Presets on the same samples: " + "; ".join(
+                f"{k} {v['predicted_db']} dB / {v.get('whole_model_cost', v['cost']):.6g}" for k, v in s["presets"].items()),
             "# Edit freely and pass back with --mpq-policy PATH (rules: first match wins)."]
     return "\n".join(head) + "\n" + auto.spec.to_yaml()
 
@@ -64,7 +64,10 @@ def write_auto_files(auto: AutoPolicy, report: SensitivityReport, folder: str | 
     pts = [{"cost": p.cost + auto.offset, "sqnr_db": sqnr_from(signal, p.noise)} for p in fr.pareto] if fr else []
     summary = {**auto.summary(), "frontier": [{"cost": round(p["cost"], 6), "sqnr_db": round(p["sqnr_db"], 3)}
                                               for p in pts]}
-    chosen = {"cost": auto.cost, "predicted_db": auto.predicted_db}
+    # the presets and the pick at their whole-model latency when known (the line is the per-layer table's front)
+    chosen = {"cost": auto.whole_model_cost if auto.whole_model_cost is not None else auto.cost,
+              "predicted_db": auto.predicted_db}
+    presets = {k: {**v, "cost": v.get("whole_model_cost", v["cost"])} for k, v in auto.presets.items()}
     return [_atomic(folder / "auto_policy.yaml", lambda p: p.write_text(auto_yaml(auto))),
             _atomic(folder / "auto_policy.json", lambda p: p.write_text(json.dumps(summary, indent=1) + "\n")),
-            _atomic(folder / "frontier.png", lambda p: plot_frontier(pts, auto.presets, chosen, auto.cost_unit, p))]
+            _atomic(folder / "frontier.png", lambda p: plot_frontier(pts, presets, chosen, auto.cost_unit, p))]

@@ -98,7 +98,8 @@ def plot_frontier(frontier_points: list[dict], presets: dict[str, dict], chosen:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 5))
     pts = sorted(frontier_points, key=lambda p: p["cost"])
-    ax.plot([p["cost"] for p in pts], [p["sqnr_db"] for p in pts], "-", color="0.5", lw=1, label="frontier")
+    ax.plot([p["cost"] for p in pts], [p["sqnr_db"] for p in pts], "-", color="0.5", lw=1,
+            label="frontier (per-layer table)" if unit == "ms" else "frontier")
     for k, (name, info) in enumerate(presets.items()):
         ax.scatter([info["cost"]], [info["predicted_db"]], marker="s", s=50, color=f"C{k}", label=name, zorder=3)
         if info.get("simulated_db") is not None:
@@ -106,7 +107,7 @@ def plot_frontier(frontier_points: list[dict], presets: dict[str, dict], chosen:
     if chosen:
         ax.scatter([chosen["cost"]], [chosen["predicted_db"]], marker="*", s=180, color="red", zorder=4,
                    label=f"auto ({chosen['predicted_db']:.1f} dB)")
-    ax.set_xlabel("UNet NPU latency per image (ms, device latency model)" if unit == "ms"
+    ax.set_xlabel("UNet NPU latency per image (ms, device latency model; markers: whole model)" if unit == "ms"
                   else f"UNet cost ({unit}; MAC/byte proxy, not a latency)")
     ax.set_ylabel("predicted UNet SQNR (dB)")
     ax.set_title("Quality vs cost (squares: predicted, x: simulated)")

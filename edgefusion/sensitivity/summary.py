@@ -31,16 +31,20 @@ def format_profile_summary(report: SensitivityReport, out: str | None = None) ->
     elif auto:
         sim = "" if auto.get("simulated_db") is None else f", simulated {auto['simulated_db']:.2f} dB"
         d = auto["presets"]["default"]
+        if auto.get("whole_model_cost") is not None and d.get("whole_model_cost") is not None:
+            cost = (f"latency {auto['whole_model_cost']:.1f} ms (per-layer table {auto['cost']:.1f})", "latency "
+                    f"{d['whole_model_cost']:.1f} ms (table {d['cost']:.1f})")
+        else:
+            cost = f"cost {auto['cost']:.4g} {auto['cost_unit']}", f"cost {d['cost']:.4g}"
         lines.append(f"auto policy ({auto['target']['source']}): predicted {auto['predicted_db']:.2f} dB{sim}, "
-                     f"cost {auto['cost']:.4g} {auto['cost_unit']} | default: {d['predicted_db']:.2f} dB, "
-                     f"cost {d['cost']:.4g}")
+                     f"{cost[0]} | default: {d['predicted_db']:.2f} dB, {cost[1]}")
     lat = report.latency
     if lat:
         whole = auto.get("whole_model_cost") if auto and "error" not in auto else None
         lines.append(f"UNet latency per image on {lat['device']} ({lat['steps']} steps x {2 if lat['guidance'] else 1}"
                      f" CFG branches, {lat['height']}x{lat['width']}): "
                      + ", ".join(f"all {k} {v:.1f} ms" for k, v in lat["uniform_ms"].items())
-                     + ("" if whole is None else f"; auto {whole:.1f} ms (whole latency model)"))
+                     + ("" if whole is None else f"; auto {whole:.1f} ms"))
     t = report.timings_s
     lines.append(f"time: sweep {t.get('sweep', 0):.1f} s, refine {t.get('refine', 0):.1f} s, checks "
                  f"{t.get('checks', 0):.1f} s, total {t.get('total', 0):.1f} s")

@@ -1,8 +1,11 @@
 """``--mpq-policy auto``: pick a per-layer precision from a sensitivity report for a quality target or a cost budget.
 
 Without a target the budget is the cost of the ``default`` policy, so ``auto`` is the best quality at no higher cost
-than ``default``. When a simulator is at hand the best few candidates are simulated (full fake-quant forward on
-the profiled samples): within a budget the best simulated wins; for a target, the cheapest that simulates above it.
+than ``default``. Costs: the device latency model (UNet ms per image) when the report carries its per-layer table,
+else the MAC/byte proxy. The frontier is searched on the additive per-layer table; when the whole latency model is
+at hand (``whole_cost``) every candidate and preset is re-priced by it and the budget is checked on that price.
+When a simulator is at hand the best few candidates are simulated (full fake-quant forward on the profiled
+samples): within a budget the best simulated wins; for a target, the cheapest that simulates above it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import numpy as np
 from edgefusion.errors import EdgeFusionError
 from edgefusion.quant.policy import PolicySpec, load_policy
 from edgefusion.quant.precision import Precision
-from edgefusion.sensitivity.cost import ProxyCost
 from edgefusion.sensitivity.noise_model import sqnr_from
 from edgefusion.sensitivity.report import CANDIDATES, SensitivityReport
 from edgefusion.sensitivity.search import Frontier, build_frontier
@@ -218,13 +220,16 @@ def choose_auto_policy(report: SensitivityReport, target_sqnr: float | None = No
     for prec in pool + [fr.assignment(p) for p in order[:MAX_TRIES]] + extra + list(presets.values()):
         unique.setdefault(tuple(sorted((n, p.value) for n, p in prec.items())), prec)
     cands = [(prec, db(float(nm.noise_of(prec).sum())), cost_of(prec)) for prec in unique.values()]
-    if target["kind"] == "cost" and whole_cost is not None:
-        budget = target["value"] * (1 + 1e-9)
-        near = [c for c in cands if c[2] <= budget * 1.01]  # the table's error is far below 1 %
-        fits = [c for c in near if whole_of(c[0]) <= budget]
-        cands = sorted(fits or [c for c in cands if c[2] <= budget], key=lambda c: -c[1])
-    elif target["kind"] == "cost":
-        cands = sorted((c for c in cands if c[2] <= target["value"] * (1 + 1e-9)), key=lambda c: -c[1])
+    if whole_cost is not None:  # a few dozen candidates at most: the whole model prices each (~1 s on sd-v1.5)
+        cands = [(prec, pred, whole_of(prec)) for prec, pred, _ in cands]
+    if target["kind"] == "cost":
+        fitting = sorted((c for c in cands if c[2] <= target["value"] * (1 + 1e-9)), key=lambda c: -c[1])
+        if not fitting:
+            cheapest = min(c[2] for c in cands)
+            raise EdgeFusionError(f"no policy fits a budget of {target['value']:g} {cost_model.unit} by the whole "
+                                  f"latency model: the cheapest candidate costs {cheapest:.4g}",
+                                  f"raise --latency-budget-ms to {np.ceil(cheapest * 1e4) / 1e4:g} or more")
+        cands = fitting
     else:
         cands = sorted((c for c in cands if c[1] >= target_sqnr), key=lambda c: c[2]) or \
             sorted(cands, key=lambda c: -c[1])
@@ -249,8 +254,8 @@ def choose_auto_policy(report: SensitivityReport, target_sqnr: float | None = No
                 break
         elif best_sim is None or sim > best_sim:
             chosen, best_sim = cand, sim
-    prec, pred, cost = chosen
-    return _finish(report, prec, target, pred, cost, cost_model, best_sim, info, tried, fr,
+    prec, pred, _ = chosen
+    return _finish(report, prec, target, pred, cost_of(prec), cost_model, best_sim, info, tried, fr,
                    None if whole_cost is None else whole_of(prec))
 
 

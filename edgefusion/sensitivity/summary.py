@@ -32,8 +32,8 @@ def format_profile_summary(report: SensitivityReport, out: str | None = None) ->
         sim = "" if auto.get("simulated_db") is None else f", simulated {auto['simulated_db']:.2f} dB"
         d = auto["presets"]["default"]
         if auto.get("whole_model_cost") is not None and d.get("whole_model_cost") is not None:
-            cost = (f"latency {auto['whole_model_cost']:.1f} ms (per-layer table {auto['cost']:.1f})", "latency "
-                    f"{d['whole_model_cost']:.1f} ms (table {d['cost']:.1f})")
+            cost = (f"latency {auto['whole_model_cost']:.1f} ms (per-layer table {auto['cost']:.1f})",
+                    f"latency {d['whole_model_cost']:.1f} ms (table {d['cost']:.1f})")
         else:
             cost = f"cost {auto['cost']:.4g} {auto['cost_unit']}", f"cost {d['cost']:.4g}"
         lines.append(f"auto policy ({auto['target']['source']}): predicted {auto['predicted_db']:.2f} dB{sim}, "

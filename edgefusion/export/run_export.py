@@ -20,6 +20,7 @@ from edgefusion.export.atomic import atomic_dir
 from edgefusion.export.manifest import ComponentRecord, ExportManifest
 
 COMPONENT_ORDER = ("text_encoder", "unet", "vae_decoder")
+TILING_ACCURACY_DB = 0.1  # a tiled graph not identical to float rounding must be this close in SQNR vs PyTorch
 
 
 def _peak_rss_mb() -> float:
@@ -256,12 +257,19 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
                 sess = open_session(qg.path)
                 t_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
                 del sess
+                untiled_db, tiled_db = mean_sqnr_db(refs, q_out), mean_sqnr_db(refs, t_out)
                 tiling = {"sites": tiling, "tiled_vs_untiled_sqnr_db": round(mean_sqnr_db(q_out, t_out), 2),
-                          "max_abs_diff": float(max(np.abs(a - b).max() for a, b in zip(q_out, t_out)))}
-                if tiling["tiled_vs_untiled_sqnr_db"] < 80:
+                          "max_abs_diff": float(max(np.abs(a - b).max() for a, b in zip(q_out, t_out))),
+                          "untiled_vs_torch_sqnr_db": round(untiled_db, 2), "tiled_vs_torch_sqnr_db": round(tiled_db, 2)}
+                # the same result: identical to float rounding, or -- where a float attention (FP16 layers) feeds an
+                # 8/16-bit quantizer, so that a changed summation order moves a value into the neighbouring bin --
+                # exactly as accurate against PyTorch
+                if tiling["tiled_vs_untiled_sqnr_db"] < 80 and abs(tiled_db - untiled_db) > TILING_ACCURACY_DB:
                     raise EdgeFusionError(f"the tiled {comp} graph differs from the untiled one "
-                                          f"({tiling['tiled_vs_untiled_sqnr_db']} dB)",
+                                          f"({tiling['tiled_vs_untiled_sqnr_db']} dB; vs PyTorch {tiled_db:.2f} dB "
+                                          f"tiled, {untiled_db:.2f} dB untiled)",
                                           "export with --no-tiling and report the model")
+                q_out = t_out  # the manifest describes the graph written: the tiled one
                 all_tiling.update({f"{comp}/{k}": v for k, v in tiling["sites"].items()})
         qmodel = onnx.load(str(qg.path), load_external_data=False)
         nodes = Counter(n.op_type for n in qmodel.graph.node)
@@ -282,7 +290,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
             sess = ChainedSession([stage_dir / f for f in part["files"]])
             c_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
             del sess
-            whole = t_out if tiling else q_out
+            whole = q_out  # the tiled outputs when tiled
             part["chained_vs_whole_sqnr_db"] = round(mean_sqnr_db(whole, c_out), 2)
             if part["chained_vs_whole_sqnr_db"] < 80:
                 raise EdgeFusionError(f"the partitioned {comp} differs from the whole graph "

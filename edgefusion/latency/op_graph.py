@@ -23,6 +23,7 @@ ELEM_KIND = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", o
              onnx.TensorProto.INT64: "int64", onnx.TensorProto.INT32: "int32", onnx.TensorProto.BOOL: "bool",
              onnx.TensorProto.DOUBLE: "int64"}
 
+SAME_SHAPE_OPS = {"GroupNormalization"}  # ops whose output shape inference is missing; output shape = input shape
 FREE_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "SplitToSequence", "CastLike",
             "Cast", "Dropout"}
 SHAPE_OPS = {"Shape", "Size", "ConstantOfShape", "Range", "Constant"}
@@ -79,6 +80,11 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[list[int | None], int]]:
                 t.ClearField("raw_data")
                 del t.external_data[:]
                 t.data_location = onnx.TensorProto.DEFAULT
+    for node in skel.graph.node:  # onnx infers no output shape for GroupNormalization-21: same shape as its input
+        if node.op_type in SAME_SHAPE_OPS:
+            node.op_type, node.domain = "Identity", ""
+            del node.input[1:]
+            del node.attribute[:]
     try:
         inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
     except Exception:  # best effort: exporter value_info usually covers everything

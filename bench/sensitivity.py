@@ -113,6 +113,7 @@ def export_check(args, out: Path, report) -> list[dict]:
                          f"predicted cost ({report.cost_model().unit})": round(pred["cost"], 2),
                          "export UNet ms/image (QDQ graph)": round(m["latency"]["components"]["unet"]["ms"]
                                                                    * m["latency"]["components"]["unet"]["calls"], 2),
+                         "attention sites tiled": len((m.get("tiling") or {}).get("sites") or {}),
                          "size": f"{m['shapes']['height']}x{m['shapes']['width']}"})
     return rows
 

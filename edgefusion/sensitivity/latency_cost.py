@@ -76,37 +76,25 @@ def _resolved(layers, template, precision: Precision | None = None, precisions: 
     return res
 
 
-def _cost_graph(unet: onnx.ModelProto, layers, resolved, device, tiling: bool, blocks: dict | None = None):
-    """One UNet call under ``resolved`` on ``device``: (the latency model's GraphCost, the tiling decisions).
-    ``blocks`` (softmax node -> query block) tiles as given instead of asking the tiling planner."""
+def _cost_graph(unet: onnx.ModelProto, layers, resolved, device, tiling: bool):
+    """One UNet call under ``resolved`` on ``device`` (attention tiled where the planner says it pays, as the
+    export does): the latency model's GraphCost."""
     from edgefusion.latency.cost_model import estimate_graph
     from edgefusion.latency.estimate import _extend_plan, tile_for_device
     from edgefusion.latency.op_graph import build_op_graph
     from edgefusion.quant.plan import plan_quantization
-    from edgefusion.tiling.attention import tile_attention
 
     graph = copy.deepcopy(unet) if tiling else unet
     plan = plan_quantization(graph, layers, resolved)
-    decided = {}
-    if tiling and blocks is None:
-        decided = {k: v["block"] for k, v in tile_for_device(graph, "unet", device, plan).items()}
-    elif tiling and blocks:
-        tile_attention(graph, blocks)
-        decided = dict(blocks)
-    if decided:
+    if tiling and tile_for_device(graph, "unet", device, plan):
         _extend_plan(plan, graph)
-    return estimate_graph(build_op_graph(graph, "unet", plan), device), decided
+    return estimate_graph(build_op_graph(graph, "unet", plan), device)
 
 
 def build_latency_cost(unet: onnx.ModelProto, device, steps: int, guidance: bool, template, height: int, width: int,
                        tiling: bool = True) -> LatencyCost:
     """The per-layer table of ``unet`` (a float graph traced at ``height`` x ``width``, the image size the latency
     is wanted for; weights need not be loaded)."""
-    return _build(unet, device, steps, guidance, template, height, width, tiling)[0]
-
-
-def _build(unet, device, steps, guidance, template, height, width, tiling):
-    """(table, the planner's query blocks per softmax node for each uniform precision)."""
     from edgefusion.latency.estimate import calls_per_image
     from edgefusion.quant.layers import find_layers
 
@@ -114,9 +102,9 @@ def _build(unet, device, steps, guidance, template, height, width, tiling):
     layers = find_layers(unet, "unet")
     owner = {n: la.name for la in layers if not la.passthrough for n in la.nodes}
     table: dict[str, dict[str, float]] = {la.name: {} for la in layers if not la.passthrough}
-    offsets, uniform, blocks_at = [], {}, {}
+    offsets, uniform = [], {}
     for prec in FREE:
-        gc, blocks_at[prec] = _cost_graph(unet, layers, _resolved(layers, template, prec), device, tiling)
+        gc = _cost_graph(unet, layers, _resolved(layers, template, prec), device, tiling)
         charged = 0.0
         for k in gc.kernels:
             layer = next((owner[b] for b in (_TILE_SUFFIX.sub("", o) for o in k.ops) if b in owner), None)
@@ -128,22 +116,21 @@ def _build(unet, device, steps, guidance, template, height, width, tiling):
     for row in table.values():
         for prec in FREE:
             row.setdefault(prec.value, 0.0)
-    cost = LatencyCost(device=device.name, steps=steps, guidance=guidance, height=height, width=width,
+    return LatencyCost(device=device.name, steps=steps, guidance=guidance, height=height, width=width,
                        offset_ms=round(sum(offsets) / len(offsets), 4),
                        table={n: {p: round(v, 5) for p, v in row.items()} for n, row in table.items()},
                        uniform_ms=uniform)
-    return cost, blocks_at
 
 
 def exact_unet_ms(unet: onnx.ModelProto, device, steps: int, guidance: bool, template,
-                  precisions: dict[str, Precision], tiling: bool = True, blocks: dict | None = None) -> float:
-    """The latency model's UNet ms per image for one assignment (the whole model, not the additive table);
-    ``blocks`` fixes the attention tiling (else the planner decides, ~5 s on sd-v1.5 at 512x512)."""
+                  precisions: dict[str, Precision], tiling: bool = True) -> float:
+    """The latency model's UNet ms per image for one assignment (the whole model, not the additive table; with
+    tiling the planner runs for this assignment: ~5 s on sd-v1.5 at 512x512, ~1 s without)."""
     from edgefusion.latency.estimate import calls_per_image
     from edgefusion.quant.layers import find_layers
 
     layers = find_layers(unet, "unet")
-    gc, _ = _cost_graph(unet, layers, _resolved(layers, template, precisions=precisions), device, tiling, blocks)
+    gc = _cost_graph(unet, layers, _resolved(layers, template, precisions=precisions), device, tiling)
     return gc.ms * calls_per_image(steps, guidance)["unet"]
 
 
@@ -171,11 +158,9 @@ def latency_cost_for(source: dict, device, template, float_unet=None, graph_size
     sampler = source["sampler"]
     steps, guidance = int(sampler["num_inference_steps"]), float(sampler["guidance_scale"]) > 1.0
     unet = unet_for_latency(source, float_unet, graph_size)
-    table, blocks_at = _build(unet, device, steps, guidance, template, int(sampler["height"]),
-                              int(sampler["width"]), tiling)
+    table = build_latency_cost(unet, device, steps, guidance, template, int(sampler["height"]),
+                               int(sampler["width"]), tiling)
     layers = find_layers(unet, "unet")
-    owner = {n: la.name for la in layers if not la.passthrough for n in la.nodes}
-    sites = set().union(*blocks_at.values())
     if keep is not None:
         from edgefusion.quant.policy import resolve_policy
 
@@ -185,14 +170,8 @@ def latency_cost_for(source: dict, device, template, float_unet=None, graph_size
             table.offset_ms = round(table.offset_ms + row.get(fixed[name].value, row[Precision.FP16.value]), 4)
 
     def whole(precisions: dict[str, Precision]) -> float:
-        """Whole-model cost; each attention site tiled as the planner tiles it when the UNet is uniformly at
-        the precision of the site's softmax (re-planning every candidate would cost seconds each)."""
-        blocks = {}
-        for node in sites:
-            prec = Precision(precisions.get(owner.get(node, ""), Precision.W8A16))
-            prec = prec if prec in blocks_at else Precision.FP16
-            if node in blocks_at[prec]:
-                blocks[node] = blocks_at[prec][node]
-        return exact_unet_ms(unet, device, steps, guidance, template, precisions, tiling, blocks)
+        """Whole-model cost, attention tiled as the export's planner tiles this very assignment (tiling decided
+        for a uniform precision does not carry over: on bk-sdm-tiny it misjudged `default` by 14%)."""
+        return exact_unet_ms(unet, device, steps, guidance, template, precisions, tiling)
 
     return table, whole

@@ -6,8 +6,8 @@ says it pays, as the export does). Each kernel's time is charged to the layer of
 the UNet calls of one image (steps x CFG branches). Kernels of no layer (data movement, shape arithmetic) and the
 per-graph overhead form a constant ``offset_ms``. For the three uniform policies the table adds up to the latency
 model's figure; for a mixed policy it is only a guide: a tensor's width is set by its producer and consumers
-together (a W8A8 matmul reading a 16-bit softmax output runs 16-bit), so on sd-v1.5 the table prices ``default``
-at 19.9 s where the whole model says 24.0 s. The policy search therefore re-costs its candidates with the whole
+together (a W8A8 matmul reading a 16-bit softmax output runs 16-bit) and the attention tiling is planned for the
+whole assignment, so on sd-v1.5 the table prices ``default`` at 19.9 s where the whole model says 20.9 s. The policy search therefore re-costs its candidates with the whole
 model (:func:`latency_cost_for` returns that function too) and checks the budget there.
 """
 

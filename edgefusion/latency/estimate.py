@@ -59,6 +59,19 @@ def _extend_plan(plan, model: onnx.ModelProto) -> None:
                     plan.act_bits[t] = plan.act_bits[node.input[0]]
 
 
+def plan_and_tile(graph: onnx.ModelProto, component: str, device: DeviceProfile, layers, resolved,
+                  tiling: bool = True):
+    """The exporter's QuantPlan for ``resolved`` on the float ``graph``, with the attention tiled in place where the
+    latency model says it pays (the plan extended to the tile tensors); returns (plan, tiling decisions)."""
+    from edgefusion.quant.plan import plan_quantization
+
+    plan = plan_quantization(graph, layers, resolved)
+    decided = tile_for_device(graph, component, device, plan) if tiling else {}
+    if decided:
+        _extend_plan(plan, graph)
+    return plan, decided
+
+
 def estimate_model(model: str | None = None, mpq_policy: str = "default", device: str = "exynos2400",
                    steps: int | None = None, tiling: bool = True, guidance_scale: float | None = None,
                    height: int | None = None, width: int | None = None, backend: str = "auto") -> LatencyReport:
@@ -66,7 +79,6 @@ def estimate_model(model: str | None = None, mpq_policy: str = "default", device
     from edgefusion.latency.skeleton import build_skeletons
     from edgefusion.models.source import resolve_model_source
     from edgefusion.quant.layers import find_layers
-    from edgefusion.quant.plan import plan_quantization
     from edgefusion.quant.policy import load_policy, resolve_policy
 
     source = resolve_model_source(model)
@@ -82,12 +94,8 @@ def estimate_model(model: str | None = None, mpq_policy: str = "default", device
     comps, tiles = {}, {}
     for comp, graph in skeletons.items():
         layers = find_layers(graph, comp)
-        plan = plan_quantization(graph, layers, resolve_policy(spec, layers))
-        if tiling:
-            decided = tile_for_device(graph, comp, profile, plan)
-            if decided:
-                _extend_plan(plan, graph)
-                tiles.update({f"{comp}/{k}": v for k, v in decided.items()})
+        plan, decided = plan_and_tile(graph, comp, profile, layers, resolve_policy(spec, layers), tiling)
+        tiles.update({f"{comp}/{k}": v for k, v in decided.items()})
         comps[comp] = ComponentLatency.from_costs([chosen.estimate(graph, comp, profile, plan)], calls[comp])
     return LatencyReport.combine(profile.name, chosen.name, _source_name(source.to_dict()), spec.name, steps, gs > 1.0, tiling, comps,
                                  tiles, notes)

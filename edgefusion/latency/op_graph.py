@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from edgefusion.quant.shape_inference import infer_weight_free
+
 KIND_BYTES = {"int8": 1, "int16": 2, "fp16": 2, "fp32": 4, "int64": 8, "int32": 4, "bool": 1}
 KIND_RANK = {"int8": 0, "int16": 1, "fp16": 2, "fp32": 3}
 KIND_PRECISION = {"int8": "W8A8", "int16": "W8A16", "fp16": "FP16", "fp32": "FP32"}
@@ -23,7 +25,6 @@ ELEM_KIND = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", o
              onnx.TensorProto.INT64: "int64", onnx.TensorProto.INT32: "int32", onnx.TensorProto.BOOL: "bool",
              onnx.TensorProto.DOUBLE: "int64"}
 
-SAME_SHAPE_OPS = {"GroupNormalization"}  # ops whose output shape inference is missing; output shape = input shape
 FREE_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "SplitToSequence", "CastLike",
             "Cast", "Dropout"}
 SHAPE_OPS = {"Shape", "Size", "ConstantOfShape", "Range", "Constant"}
@@ -72,23 +73,7 @@ class OpGraph:
 
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[list[int | None], int]]:
     """Shape and element type of every tensor (shape inference on a weight-free copy)."""
-    skel = onnx.ModelProto()
-    skel.CopyFrom(model)
-    for t in skel.graph.initializer:
-        if t.data_location == onnx.TensorProto.EXTERNAL or len(t.raw_data) > 1024:
-            if t.data_type != onnx.TensorProto.INT64:
-                t.ClearField("raw_data")
-                del t.external_data[:]
-                t.data_location = onnx.TensorProto.DEFAULT
-    for node in skel.graph.node:  # onnx infers no output shape for GroupNormalization-21: same shape as its input
-        if node.op_type in SAME_SHAPE_OPS:
-            node.op_type, node.domain = "Identity", ""
-            del node.input[1:]
-            del node.attribute[:]
-    try:
-        inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
-    except Exception:  # best effort: exporter value_info usually covers everything
-        inferred = skel
+    inferred = infer_weight_free(model, data_prop=True)
     out: dict[str, tuple[list[int | None], int]] = {}
     g = inferred.graph
     for vi in list(g.value_info) + list(g.input) + list(g.output):

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from edgefusion.quant.shape_inference import infer_weight_free
+
 
 @dataclass
 class GraphIndex:
@@ -27,18 +29,7 @@ class GraphIndex:
         idx.initializers = {t.name: t for t in g.initializer}
         idx.graph_inputs = [i.name for i in g.input if i.name not in idx.initializers]
         idx.graph_outputs = [o.name for o in g.output]
-        skeleton = onnx.ModelProto()
-        skeleton.CopyFrom(model)
-        for t in skeleton.graph.initializer:  # drop weight payloads, keep shape and other small constants
-            large = t.data_location == onnx.TensorProto.EXTERNAL or len(t.raw_data) > 1024
-            if large and t.data_type != onnx.TensorProto.INT64:
-                t.ClearField("raw_data")
-                del t.external_data[:]
-                t.data_location = onnx.TensorProto.DEFAULT
-        try:
-            inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False)
-        except Exception:  # inference is best effort; exporter value_info usually suffices
-            inferred = skeleton
+        inferred = infer_weight_free(model)
         for vi in list(inferred.graph.value_info) + list(g.input) + list(g.output) + list(g.value_info):
             if vi.type.HasField("tensor_type"):
                 idx.elem_type[vi.name] = vi.type.tensor_type.elem_type

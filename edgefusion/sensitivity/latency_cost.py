@@ -80,16 +80,12 @@ def _cost_graph(unet: onnx.ModelProto, layers, resolved, device, tiling: bool):
     """One UNet call under ``resolved`` on ``device`` (attention tiled where the planner says it pays, as the
     export does): the latency model's GraphCost."""
     from edgefusion.latency.cost_model import estimate_graph
-    from edgefusion.latency.estimate import _extend_plan, tile_for_device
+    from edgefusion.latency.estimate import plan_and_tile
     from edgefusion.latency.op_graph import build_op_graph
-    from edgefusion.quant.plan import plan_quantization
 
     graph = copy.deepcopy(unet) if tiling else unet
-    plan = plan_quantization(graph, layers, resolved)
-    if tiling and tile_for_device(graph, "unet", device, plan):
-        _extend_plan(plan, graph)
+    plan, _ = plan_and_tile(graph, "unet", device, layers, resolved, tiling)
     return estimate_graph(build_op_graph(graph, "unet", plan), device)
-
 
 def build_latency_cost(unet: onnx.ModelProto, device, steps: int, guidance: bool, template, height: int, width: int,
                        tiling: bool = True) -> LatencyCost:

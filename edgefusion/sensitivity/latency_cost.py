@@ -45,12 +45,6 @@ class LatencyCost:
         row = self.table.get(stats.name if hasattr(stats, "name") else str(stats), {})
         return float(row.get(p.value, row.get(Precision.FP16.value, 0.0)))
 
-    def describe(self) -> dict:
-        """The figures used, for the report's provenance."""
-        return {"model": f"device latency model ({self.device}), UNet ms per image: {self.steps} steps x "
-                         f"{2 if self.guidance else 1} CFG branches at {self.height}x{self.width}",
-                "offset_ms": self.offset_ms, "uniform_ms": self.uniform_ms}
-
     def to_dict(self) -> dict:
         """Plain-dict form for JSON."""
         return asdict(self)
@@ -119,13 +113,13 @@ def build_latency_cost(unet: onnx.ModelProto, device, steps: int, guidance: bool
 
 
 def exact_unet_ms(unet: onnx.ModelProto, device, steps: int, guidance: bool, template,
-                  precisions: dict[str, Precision], tiling: bool = True) -> float:
+                  precisions: dict[str, Precision], tiling: bool = True, layers=None) -> float:
     """The latency model's UNet ms per image for one assignment (the whole model, not the additive table; with
     tiling the planner runs for this assignment: ~5 s on sd-v1.5 at 512x512, ~1 s without)."""
     from edgefusion.latency.estimate import calls_per_image
     from edgefusion.quant.layers import find_layers
 
-    layers = find_layers(unet, "unet")
+    layers = layers if layers is not None else find_layers(unet, "unet")
     gc = _cost_graph(unet, layers, _resolved(layers, template, precisions=precisions), device, tiling)
     return gc.ms * calls_per_image(steps, guidance)["unet"]
 
@@ -168,6 +162,6 @@ def latency_cost_for(source: dict, device, template, float_unet=None, graph_size
     def whole(precisions: dict[str, Precision]) -> float:
         """Whole-model cost, attention tiled as the export's planner tiles this very assignment (tiling decided
         for a uniform precision does not carry over: on bk-sdm-tiny it misjudged `default` by 14%)."""
-        return exact_unet_ms(unet, device, steps, guidance, template, precisions, tiling)
+        return exact_unet_ms(unet, device, steps, guidance, template, precisions, tiling, layers)
 
     return table, whole

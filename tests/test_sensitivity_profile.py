@@ -2,9 +2,11 @@
 bad input, and the notebook.
 
 The profile uses the same calibration flags as the session's tiny exports (4 prompts x 4 steps, 2 held-out
-prompts, seed 0), so its report describes exactly the data the exports calibrated and verified on: the SQNR it
-predicts for a policy must land within 1.5 dB of the SQNR the export measured (the issue's bound; the simulation
-measures within 0.2 dB, the first-order sum within 1 dB on this model).
+prompts, seed 0), and it profiles every held-out sample the exports verify on (2 prompts x 4 steps x 2 branches),
+so its report describes exactly the data the exports calibrated and measured on: the SQNR it predicts for a policy
+must land within 1.5 dB of the SQNR the export measured (the issue's bound; the simulation measures within 0.3 dB,
+the first-order sum within 1 dB on this model). Profiling a subset instead is not comparable at high SQNR: the auto
+policy's simulated SQNR was 56.9 dB on the first held-out prompt and 54.4 dB on the second.
 """
 
 import json
@@ -29,7 +31,7 @@ def tiny_report(tmp_path_factory):
     from edgefusion.sensitivity.run_profile import profile
 
     out = tmp_path_factory.mktemp("profile") / "tiny"
-    report = profile(out=out, probes=2, max_samples=8, **TINY)  # one held-out prompt: 4 steps x 2 branches
+    report = profile(out=out, probes=2, max_samples=16, **TINY)  # both held-out prompts, as the exports verify
     return out, report
 
 

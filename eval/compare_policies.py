@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Export, evaluate, print the table; exit status 1 with one line on a reported error."""
     args = build_parser().parse_args(argv)
+    from edgefusion.interrupt import exit_status, install_signal_handlers
+
+    install_signal_handlers()  # SIGTERM/SIGHUP end it like Ctrl-C: the output's staging folder is removed
     from edgefusion.errors import EdgeFusionError
     from edgefusion.evaluation.compare import compare_policies
 
@@ -49,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeFusionError as err:
         print(f"compare_policies: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:
+        print("compare_policies: interrupted; nothing was written", file=sys.stderr)
+        return exit_status(err)
     if args.json:
         print(json.dumps(info, indent=1))
     else:

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluation; exit status 1 with one line on a reported error."""
     args = build_parser().parse_args(argv)
+    from edgefusion.interrupt import exit_status, install_signal_handlers
+
+    install_signal_handlers()  # SIGTERM/SIGHUP end it like Ctrl-C: the output's staging folder is removed
     from edgefusion.errors import EdgeFusionError
     from edgefusion.evaluation.options import MetricOptions
     from edgefusion.evaluation.prompts import load_prompt_set
@@ -65,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeFusionError as err:
         print(f"evaluate: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:
+        print("evaluate: interrupted; nothing was written", file=sys.stderr)
+        return exit_status(err)
     if args.json:
         print(json.dumps({"out": args.out, "shard": str(shard), "summary": result.to_dict()["summary"]}, indent=1))
     else:

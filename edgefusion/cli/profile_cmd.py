@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     p.add_argument("--allow-pickle", action="store_true", help="allow loading .bin (pickle) weights")
     p.add_argument("--keep-work", action="store_true", help="keep .work/ (calibration set, float UNet graph)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (ours and the libraries' loading bars)")
     p.set_defaults(run=run)
 
 
@@ -62,10 +62,12 @@ def run(args) -> int:
                          memory_mb=args.memory_mb, overwrite=args.overwrite, allow_pickle=args.allow_pickle,
                          keep_work=args.keep_work, progress=not args.no_progress,
                          device=None if args.device == "none" else args.device)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         if not (Path(out) / "sensitivity.json").is_file():
             raise
+        from edgefusion.interrupt import exit_status
+
         print(f"edgefusion: interrupted; run the same command again to resume the report in {out}", file=sys.stderr)
-        return 130
+        return exit_status(err)
     print(format_profile_summary(report, out))
     return 0

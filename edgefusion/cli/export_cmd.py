@@ -36,7 +36,10 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--allow-pickle", action="store_true", help="allow loading .bin (pickle) weights")
     p.add_argument("--keep-float", action="store_true", help="keep the float ONNX graphs under float/")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (ours and the libraries' loading bars)")
+    p.add_argument("--strict", action="store_true",
+                   help="treat every warning as an error (e.g. a policy rule that matches no layer, a prompt the "
+                        "tokenizer cuts); warnings are otherwise printed and listed in the manifest")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON instead of the summary")
     p.set_defaults(run=run)
 
@@ -54,6 +57,6 @@ def run(args) -> int:
                       allow_pickle=args.allow_pickle, keep_float=args.keep_float,
                       progress=not (args.no_progress or args.json), tiling=not args.no_tiling,
                       max_graph_mb=args.max_graph_mb, target_sqnr=args.target_sqnr,
-                      latency_budget_ms=args.latency_budget_ms, sensitivity=args.sensitivity)
+                      latency_budget_ms=args.latency_budget_ms, sensitivity=args.sensitivity, strict=args.strict)
     print(json.dumps(manifest.to_dict(), indent=1) if args.json else format_summary(manifest, out))
     return 0

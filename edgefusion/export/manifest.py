@@ -45,6 +45,8 @@ class ExportManifest:
     latency: dict | None = None  # LatencyReport.summary() for the device (full detail in latency.json)
     tiling: dict = field(default_factory=dict)  # {"enabled": bool, "sites": {component/softmax node: decision}}
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # every warning the run printed (none pass under strict)
+    strict: bool = False  # --strict: the run would have failed on any warning
 
     def to_dict(self) -> dict:
         """Plain-dict form."""

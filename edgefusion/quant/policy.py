@@ -13,6 +13,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
@@ -21,6 +22,78 @@ from edgefusion.errors import EdgeFusionError
 from edgefusion.quant.layers import Layer, known_op_types
 from edgefusion.quant.precision import Precision
 from edgefusion.resources import config_dir, shipped_names
+
+# A policy names at most one rule per layer that needs its own precision. sd-v1.5, the largest model here, has about
+# 1,250 layers over its three graphs (758 in the UNet); 10,000 rules leave 8x room. Resolving costs rules x layers
+# regex tests, so an unbounded file would also be an unbounded run. 10,000 rules of up to ~200 bytes (long module
+# paths) fit in 2 MiB; the pure-Python YAML parser read 10,000 rules (1.1 MiB) in 1.9 s on 2 busy cores.
+MAX_RULES = 10_000
+MAX_POLICY_BYTES = 2 * 2**20
+
+
+class _Refused(Exception):
+    """Raised by the loader; turned into a one-line error naming the file and line."""
+
+    def __init__(self, what: str, fix: str, mark=None):
+        self.what, self.fix, self.line = what, fix, (mark.line + 1 if mark is not None else None)
+        super().__init__(what)
+
+
+class _PolicyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without aliases/anchors (no "billion laughs" expansion, no merge keys), without
+    duplicate keys (YAML would silently keep the last) and with string keys only (``123:`` or ``~:`` would become
+    the rules '123' / 'None')."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise _Refused("uses YAML anchors/aliases (&name / *name), which policies do not allow",
+                           "write every value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+                shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "a list or mapping"
+                raise _Refused(f"has a key that is not a string ({shown!r})", "quote it, or fix the rule",
+                               key_node.start_mark)
+            if key_node.value in seen:
+                raise _Refused(f"has the key '{key_node.value}' twice (YAML would keep only the last)",
+                               "keep one of them", key_node.start_mark)
+            seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
+def parse_policy_text(text: str, where: str = "policy") -> object:
+    """Parse policy YAML (or JSON) with :class:`_PolicyLoader`; a refusal is a one-line error naming ``where``."""
+    if len(text.encode("utf-8")) > MAX_POLICY_BYTES:
+        raise EdgeFusionError(f"{where} is {len(text.encode('utf-8')) / 2**20:.1f} MiB, over the "
+                              f"{MAX_POLICY_BYTES // 2**20} MiB a policy may have",
+                              f"a policy needs at most one rule per layer ({MAX_RULES} rules)")
+    try:
+        return yaml.load(text, Loader=_PolicyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _Refused as err:
+        at = f" (line {err.line})" if err.line else ""
+        raise EdgeFusionError(f"{where} {err.what}{at}", err.fix) from None
+    except yaml.YAMLError as err:
+        first = str(err).strip().splitlines()[0]
+        raise EdgeFusionError(f"{where} is not valid YAML ({first})",
+                              "fix the syntax; see configs/policies/default.yaml") from None
+
+
+@lru_cache(maxsize=None)
+def _regex(pattern: str) -> re.Pattern:
+    return re.compile(pattern)
+
+
+def rule_matches(key: str, layer: Layer) -> bool:
+    """Whether rule ``key`` (``re:``, ``op:``, an exact name or ``_default``) matches ``layer``."""
+    if key == "_default" or key == layer.name:
+        return True
+    if key.startswith("re:"):
+        return _regex(key[3:]).search(layer.name) is not None
+    return key.startswith("op:") and key[3:] == layer.op_type
 
 
 @dataclass
@@ -42,18 +115,22 @@ class PolicySpec:
         if not isinstance(data, dict) or not isinstance(data.get("rules"), dict) or not data["rules"]:
             raise EdgeFusionError(f"{where} is not a policy: it needs a 'rules:' mapping of key -> precision",
                                   "see configs/policies/default.yaml for the format")
-        unknown = set(data) - {"name", "description", "rules"}
+        unknown = set(map(str, data)) - {"name", "description", "rules"}
+        if len(data["rules"]) > MAX_RULES:
+            raise EdgeFusionError(f"{where} has {len(data['rules'])} rules, more than the {MAX_RULES} a policy may "
+                                  "have", "use regular expressions ('re:') or op types ('op:') to cover many layers")
         if unknown:
             raise EdgeFusionError(f"{where} has unknown top-level keys {sorted(unknown)}",
                                   "allowed keys are name, description, rules")
         ops = known_op_types()
         rules: list[tuple[str, Precision]] = []
         for key, value in data["rules"].items():
-            key = str(key)
+            if not isinstance(key, str):
+                raise EdgeFusionError(f"{where} has a rule key that is not a string ({key!r})", "quote the key")
             prec = Precision.parse(value, f"{where} rule '{key}'")
             if key.startswith("re:"):
                 try:
-                    re.compile(key[3:])
+                    _regex(key[3:])
                 except re.error as err:
                     raise EdgeFusionError(f"{where} rule '{key}' is not a valid regular expression ({err})",
                                           "fix the pattern after 're:'") from None
@@ -72,13 +149,14 @@ class PolicySpec:
     def precision_for(self, layer: Layer) -> Precision:
         """The precision of the first rule matching ``layer``."""
         for key, prec in self.rules:
-            if key == "_default" or key == layer.name:
-                return prec
-            if key.startswith("re:") and re.search(key[3:], layer.name):
-                return prec
-            if key.startswith("op:") and key[3:] == layer.op_type:
+            if rule_matches(key, layer):
                 return prec
         raise AssertionError("unreachable: _default is validated")
+
+    def unmatched_rules(self, layers: list[Layer]) -> list[str]:
+        """The rules (``_default`` aside) that match none of ``layers`` (typos, or rules for another model)."""
+        live = [la for la in layers if not la.passthrough]
+        return [k for k, _ in self.rules if k != "_default" and not any(rule_matches(k, la) for la in live)]
 
     def to_yaml(self) -> str:
         """YAML text a user can edit and pass back with --mpq-policy."""
@@ -90,22 +168,28 @@ def policy_names() -> list[str]:
     return shipped_names("policies", ".yaml")
 
 
-def load_policy(ref: str | Path) -> PolicySpec:
-    """A preset name (``default``, ``w8a8``, ``w8a16``, ``fp16``) or a path to a YAML/JSON policy file."""
+def load_policy(ref: str | Path, also: tuple[str, ...] = ()) -> PolicySpec:
+    """A preset name (``default``, ``w8a8``, ``w8a16``, ``fp16``) or a path to a YAML/JSON policy file.
+    ``also``: other names the caller accepts (e.g. ``auto``), listed in the error for an unknown name."""
     ref = str(ref)
     path = Path(ref).expanduser()
     if ref in policy_names() and not path.exists():
         path = config_dir("policies") / f"{ref}.yaml"
     elif not path.is_file():
         raise EdgeFusionError(f"policy '{ref}' is neither a preset nor an existing file",
-                              f"use one of {', '.join(policy_names())} or a path to a policy YAML")
+                              f"use one of {', '.join(policy_names() + list(also))} or a path to a policy YAML")
+    size = path.stat().st_size
+    if size > MAX_POLICY_BYTES:  # before reading it
+        raise EdgeFusionError(f"policy file '{path}' is {size / 2**20:.1f} MiB, over the "
+                              f"{MAX_POLICY_BYTES // 2**20} MiB a policy may have",
+                              f"a policy needs at most one rule per layer ({MAX_RULES} rules)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        first = str(err).strip().splitlines()[0]
-        raise EdgeFusionError(f"policy file '{path}' is not valid YAML ({first})",
-                              "fix the syntax; see configs/policies/default.yaml") from None
-    return PolicySpec.from_dict(data, where=f"policy '{path.name}'")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise EdgeFusionError(f"policy file '{path}' is not UTF-8 text (byte {err.start})", "re-save it as UTF-8") \
+            from None
+    where = f"policy '{path.name}'"
+    return PolicySpec.from_dict(parse_policy_text(text, where), where=where)
 
 
 @dataclass

@@ -120,11 +120,41 @@ class SensitivityReport:
         except (KeyError, TypeError, ValueError) as err:
             raise EdgeFusionError(f"{where} is incomplete or damaged ({type(err).__name__}: {err})",
                                   "re-run `edgefusion profile` with --overwrite") from None
-        bad = [k for k, v in rep.noise.items() if len(v) != len(rep.steps)]
-        if bad or len(rep.signal) != len(rep.steps):
-            raise EdgeFusionError(f"{where} is inconsistent (noise of '{(bad or ['signal'])[0]}' does not have one "
-                                  f"value per step)", "re-run `edgefusion profile` with --overwrite")
+        problem = rep.problem()
+        if problem:
+            raise EdgeFusionError(f"{where} is inconsistent ({problem})", "re-run `edgefusion profile` with --overwrite")
         return rep
+
+    def problem(self) -> str | None:
+        """Why the figures cannot be a profile's (None if they can): one value per step everywhere, noise
+        energies finite and non-negative, signal energy finite and positive on every step of a complete report
+        (zero only on steps an unfinished one has not reached), at least one step, sample lists that agree."""
+        if not self.steps:
+            return "no denoising steps"
+        if not self.profiled_samples:
+            return "no profiled samples"
+        if not set(self.done_samples) <= set(self.profiled_samples):
+            return "done samples that were not to be profiled"
+        if len(self.samples_per_step) != len(self.steps) or sum(self.samples_per_step) != len(self.profiled_samples):
+            return "samples per step do not add up to the profiled samples"
+        if len(self.signal) != len(self.steps):
+            return "the signal does not have one value per step"
+        bad = next((k for k, v in self.noise.items() if len(v) != len(self.steps)), None)
+        if bad is not None:
+            return f"noise of '{bad}' does not have one value per step"
+        bad = next((k for k, v in self.noise.items() if not all(np.isfinite(x) and x >= 0 for x in v)), None)
+        if bad is not None:
+            return f"noise of '{bad}' is negative, NaN or infinite"
+        if not all(np.isfinite(x) and x >= 0 for x in self.signal):
+            return "the signal energy is negative, NaN or infinite"
+        if self.complete:
+            if set(self.done_samples) != set(self.profiled_samples):
+                return "marked complete with samples not profiled"
+            if not all(x > 0 for x in self.signal):
+                return "the signal energy is zero on a profiled step"
+            if not self.noise:
+                return "no noise figures in a complete report"
+        return None
 
     def save(self, path: str | Path) -> Path:
         """Write JSON atomically (a temporary file renamed over the old one: never a half-written report)."""

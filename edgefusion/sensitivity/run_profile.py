@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,8 +47,21 @@ def _existing(out: Path, overwrite: bool) -> SensitivityReport | None:
     return rep
 
 
+def same_auto_request(previous: dict | None, target_sqnr: float | None, latency_budget_ms: float | None) -> bool:
+    """Whether the automatic policy recorded in a report (``checks.auto_policy``) answered this target/budget."""
+    target = (previous or {}).get("target") or {}
+    if target_sqnr is not None:
+        return target.get("kind") == "sqnr_db" and target.get("value") == float(target_sqnr)
+    if latency_budget_ms is not None:
+        return (target.get("kind") == "cost" and str(target.get("source", "")).startswith("--latency-budget-ms")
+                and target.get("value") == float(latency_budget_ms))
+    return target.get("kind") == "cost" and target.get("source") == "cost of the default policy"
+
+
 def _auto_only(report: SensitivityReport, out: Path, info: dict, target_sqnr, latency_budget_ms, device):
-    """A complete report is not profiled again: only its automatic policy is recomputed (from the report alone)."""
+    """A complete report is not profiled again. Asked the same target, it is left as it is (its automatic policy
+    was simulated; picking again from the report alone would replace it with an unsimulated one); asked another,
+    only the automatic policy is recomputed, from the report alone (predicted, not simulated)."""
     from edgefusion.sensitivity.autopolicy import choose_auto_policy
     from edgefusion.sensitivity.outputs import write_auto_files
 
@@ -63,7 +77,14 @@ def _auto_only(report: SensitivityReport, out: Path, info: dict, target_sqnr, la
         raise EdgeFusionError(f"'{out}' holds a complete report costed for device {had}, not {device and device['name']}",
                               "pass --overwrite to profile again, or use `edgefusion export --mpq-policy auto "
                               "--sensitivity DIR --device D`, which re-costs the layers for its device")
+    if same_auto_request(report.checks.get("auto_policy"), target_sqnr, latency_budget_ms) and \
+            (out / "auto_policy.yaml").is_file():
+        print(f"edgefusion: '{out}' already holds the complete report and its automatic policy for this target; "
+              "nothing to do (--overwrite profiles again)", file=sys.stderr)
+        return report
     auto = choose_auto_policy(report, target_sqnr, latency_budget_ms)
+    print(f"edgefusion: '{out}' holds a complete report; its automatic policy was picked again for the new target "
+          "from the report alone (predicted, not simulated)", file=sys.stderr)
     write_auto_files(auto, report, out)
     report.checks["auto_policy"] = auto.summary()
     report.save(out / "sensitivity.json")
@@ -134,9 +155,15 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
                             "guidance_scale": sampler.guidance_scale, "seed": seed, "height": height, "width": width},
             "native_resolution": None if (height, width) == (sampler.height, sampler.width)
             else [sampler.height, sampler.width]}
+    from edgefusion.paths import check_writable_dir
+
+    check_writable_dir(out)
     existing = _existing(out, overwrite)
     if existing is not None and existing.complete:
         return _auto_only(existing, out, info, target_sqnr, latency_budget_ms, device_dict)
+    if existing is not None:
+        print(f"edgefusion: resuming from {len(existing.done_samples)} of {len(existing.profiled_samples)} samples "
+              f"in '{out}'", file=sys.stderr)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     work = out / ".work"
@@ -146,10 +173,11 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir()
             t_info, _ = run_isolated(_torch_stage, str(work), source.to_dict(), prompts, heldout, steps, seed,
-                                     height, width, allow_pickle, progress)
+                                     height, width, allow_pickle, progress, scratch=work)
             (work / "torch_stage.json").write_text(json.dumps(t_info))
         summary, rss = run_isolated(_profile_stage, str(out), info, probes, max_samples, target_sqnr,
-                                    latency_budget_ms, check_layers, memory_mb, seed, progress, device_dict)
+                                    latency_budget_ms, check_layers, memory_mb, seed, progress, device_dict,
+                                    scratch=work)
     except BaseException:
         if created and not (out / "sensitivity.json").is_file():
             shutil.rmtree(out, ignore_errors=True)  # nothing profiled yet: leave nothing behind
@@ -182,7 +210,11 @@ def _torch_stage(work: str, source: dict, prompts, heldout, steps, seed, height,
 
     _quiet()
     src = ModelSource.from_dict(source)
-    pipe = load_pipeline(src, allow_pickle=allow_pickle, quiet=False)
+    pipe = load_pipeline(src, allow_pickle=allow_pickle, quiet=False, progress=progress)
+    if not src.random_weights:  # a preset's tokenizer is a character-level stand-in: every word is "split"
+        from edgefusion.models.tokenizer import warn_prompt_fit
+
+        warn_prompt_fit(pipe.tokenizer, list(prompts) + list(heldout), "calibration/held-out prompts")
     t0 = time.perf_counter()
     try:
         cal = capture_calibration(pipe, prompts, steps, src.sampler.guidance_scale, height, width, seed=seed,

@@ -18,10 +18,27 @@ def read_prompts(path: str | Path | None = None) -> list[str]:
     except UnicodeDecodeError as err:
         raise EdgeFusionError(f"prompt file '{path}' is not UTF-8 text (byte {err.start})",
                               "re-save it as UTF-8") from None
-    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    prompts = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            check_prompt_text(line, f"line {number} of prompt file '{path}'")
+            prompts.append(line.strip())
     if not prompts:
         raise EdgeFusionError(f"prompt file '{path}' holds no prompts", "write one prompt per line")
     return prompts
+
+
+def has_printable_text(text: str) -> bool:
+    """Whether ``text`` holds at least one visible character (not only spaces, NUL bytes or control codes)."""
+    return any(c.isprintable() and not c.isspace() for c in text)
+
+
+def check_prompt_text(text: str, where: str = "the prompt") -> None:
+    """Refuse (one line) a prompt with no visible character: the model would be conditioned on nothing."""
+    if not has_printable_text(text):
+        shown = repr(text[:20]) + ("..." if len(text) > 20 else "")
+        raise EdgeFusionError(f"{where} holds no printable text ({shown})",
+                              "write prompts as plain text, one per line")
 
 
 def split_prompts(prompts: list[str], n_calib: int, n_verify: int) -> tuple[list[str], list[str]]:

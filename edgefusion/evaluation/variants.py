@@ -56,7 +56,7 @@ def model_label(source: dict) -> str:
     from edgefusion.models.source import embedded_model_dir
 
     ref = str(source.get("ref", "?"))
-    if source.get("kind") == "local" and Path(ref) == embedded_model_dir().resolve():
+    if source.get("kind") == "local" and (ref == "embedded" or Path(ref) == embedded_model_dir().resolve()):
         return "embedded model"
     if source.get("kind") == "preset":
         return f"preset {ref}" + (" (random weights)" if source.get("random_weights") else "")

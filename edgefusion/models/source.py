@@ -11,6 +11,16 @@ from edgefusion.models.presets import load_preset_config, preset_names
 
 DEFAULT_MODEL = "embedded"
 EMBEDDED = "embedded"
+SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")  # same five components
+# UNet features the exporter does not trace, quantize or feed: config key -> what it is
+UNSUPPORTED_UNET = {
+    "class_embed_type": "class embeddings",
+    "num_class_embeds": "class embeddings",
+    "addition_embed_type": "added conditioning embeddings (SDXL-style text_time / image embeddings)",
+    "encoder_hid_dim_type": "an encoder hidden-state projection (encoder_hid_proj)",
+    "encoder_hid_dim": "an encoder hidden-state projection (encoder_hid_proj)",
+    "time_cond_proj_dim": "a time-conditioning projection (time_cond_proj_dim, LCM-style guidance embedding)",
+}
 
 
 def embedded_model_dir() -> Path:
@@ -41,14 +51,61 @@ class ModelSource:
     prompts_file: str | None = None  # the model's own calibration prompts (edgefusion_prompts.txt), if it ships any
 
     def to_dict(self) -> dict:
-        """Plain-dict form for JSON."""
-        return asdict(self)
+        """Plain-dict form for JSON. The shipped model is written as ``embedded`` (and its prompt file as
+        ``embedded/edgefusion_prompts.txt``), not as the installation's site-packages path."""
+        d = asdict(self)
+        home = embedded_model_dir().resolve()
+        if self.kind == "local" and Path(self.ref) == home:
+            d["ref"] = EMBEDDED
+            if self.prompts_file and Path(self.prompts_file).parent == home:
+                d["prompts_file"] = f"{EMBEDDED}/{Path(self.prompts_file).name}"
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSource":
         """Inverse of :meth:`to_dict`."""
-        return cls(kind=d["kind"], ref=d["ref"], random_weights=d["random_weights"],
-                   sampler=SamplerDefaults(**d["sampler"]), prompts_file=d.get("prompts_file"))
+        ref, prompts = d["ref"], d.get("prompts_file")
+        if d["kind"] == "local" and ref == EMBEDDED:
+            home = embedded_model_dir().resolve()
+            ref = str(home)
+            if prompts and prompts.startswith(f"{EMBEDDED}/"):
+                prompts = str(home / prompts[len(EMBEDDED) + 1:])
+        return cls(kind=d["kind"], ref=ref, random_weights=d["random_weights"],
+                   sampler=SamplerDefaults(**d["sampler"]), prompts_file=prompts)
+
+
+def _read_json(path: Path, src: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise EdgeFusionError(f"'{src}' has an unreadable {path.parent.name}/{path.name} ({type(err).__name__}: "
+                              f"{err})", "check the file (it should be the JSON written by save_pretrained)") from None
+    if not isinstance(data, dict):
+        raise EdgeFusionError(f"'{src}' has a {path.parent.name}/{path.name} that is not a JSON object",
+                              "check the file (it should be the JSON written by save_pretrained)")
+    return data
+
+
+def check_architecture(src: str, unet_config: dict, pipeline_class: str | None = None) -> None:
+    """Refuse, before any work and in one line, what the exporter cannot handle: a pipeline other than Stable
+    Diffusion, a UNet other than ``UNet2DConditionModel``, or one conditioned on more than text and timestep."""
+    if pipeline_class is not None and pipeline_class not in SUPPORTED_PIPELINES:
+        raise EdgeFusionError(f"'{src}' is a {pipeline_class} (model_index.json), which edgefusion cannot export: "
+                              "it handles Stable Diffusion 1.x/2.x pipelines (StableDiffusionPipeline)",
+                              "pass a Stable Diffusion 1.x/2.x model folder")
+    unet_class = unet_config.get("_class_name", "UNet2DConditionModel")
+    if unet_class != "UNet2DConditionModel":
+        raise EdgeFusionError(f"'{src}' has a {unet_class} UNet, which edgefusion cannot export: it handles "
+                              "UNet2DConditionModel", "pass a Stable Diffusion 1.x/2.x model folder")
+    found: dict[str, list[str]] = {}
+    for key, what in UNSUPPORTED_UNET.items():
+        if unet_config.get(key) is not None:
+            found.setdefault(what, []).append(f"{key}={unet_config[key]!r}")
+    if found:
+        named = "; ".join(f"{what} ({', '.join(keys)})" for what, keys in found.items())
+        raise EdgeFusionError(f"the UNet of '{src}' uses {named} in unet/config.json, which edgefusion cannot export "
+                              "(it handles UNets conditioned on the text and the timestep only, as in Stable "
+                              "Diffusion 1.x/2.x)", "pass a Stable Diffusion 1.x/2.x model folder")
 
 
 def resolve_model_source(src: str | None) -> ModelSource:
@@ -63,6 +120,7 @@ def resolve_model_source(src: str | None) -> ModelSource:
     path = Path(src).expanduser()
     if src in preset_names() and not path.exists():
         cfg = load_preset_config(src)
+        check_architecture(src, cfg["unet"])
         return ModelSource("preset", src, True, SamplerDefaults(**cfg["sampler"]))
     if not path.exists():
         raise EdgeFusionError(f"model '{src}' is neither a preset nor an existing path",
@@ -78,6 +136,8 @@ def resolve_model_source(src: str | None) -> ModelSource:
             raise EdgeFusionError(f"'{src}' has no {sub}/ folder",
                                   "a Stable Diffusion folder needs unet/, text_encoder/, vae/, tokenizer/, "
                                   "scheduler/")
+    index = _read_json(path / "model_index.json", src)
+    check_architecture(src, _read_json(path / "unet" / "config.json", src), str(index.get("_class_name") or "pipeline without a _class_name"))
     extra = path / "edgefusion_sampler.json"  # optional: how a shipped model expects to be sampled
     try:
         if extra.is_file():
@@ -103,8 +163,20 @@ def check_weights_format(path: Path, allow_pickle: bool) -> None:
                               "convert them to safetensors, or pass --allow-pickle if you trust the files")
 
 
-def load_pipeline(source: ModelSource, allow_pickle: bool = False, quiet: bool = False):
-    """Load the float PyTorch ``StableDiffusionPipeline`` of a resolved source (CPU, fp32, eval mode)."""
+def quiet_progress_bars() -> None:
+    """No loading bars from diffusers or transformers in this process (``--no-progress``)."""
+    from diffusers.utils import logging as df_logging
+    from transformers.utils import logging as hf_logging
+
+    df_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()
+
+
+def load_pipeline(source: ModelSource, allow_pickle: bool = False, quiet: bool = False, progress: bool = True):
+    """Load the float PyTorch ``StableDiffusionPipeline`` of a resolved source (CPU, fp32, eval mode).
+    ``progress=False``: without the libraries' loading bars."""
+    if not progress:
+        quiet_progress_bars()
     if source.kind == "preset":
         from edgefusion.models.presets import build_preset_pipeline
 

@@ -20,22 +20,35 @@ def initial_latents(seed: int, shape: tuple[int, ...], init_noise_sigma: float):
     return randn_tensor(shape, generator=gen, dtype=torch.float32) * init_noise_sigma
 
 
+def read_export_manifest(export_dir: str | Path) -> dict:
+    """The manifest of an export folder; a one-line error for anything that is not one (no heavy imports)."""
+    folder = Path(export_dir)
+    if not folder.is_dir():
+        raise EdgeFusionError(f"export folder '{folder}' does not exist", "pass a folder written by `edgefusion export`")
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        raise EdgeFusionError(f"'{folder}' has no manifest.json, so it is not an edgefusion export",
+                              "pass a folder written by `edgefusion export`")
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise EdgeFusionError(f"'{manifest}' is unreadable ({type(err).__name__})",
+                              "re-run `edgefusion export`") from None
+    if not isinstance(data, dict) or not {"shapes", "source"} <= set(data):
+        raise EdgeFusionError(f"'{manifest}' is not an edgefusion export manifest",
+                              "pass a folder written by `edgefusion export`")
+    return data
+
+
 class OnnxStableDiffusion:
     """Loads ``text_encoder/``, ``unet/``, ``vae_decoder/`` (each ``model.onnx``), ``tokenizer/`` and ``scheduler/``."""
 
     def __init__(self, export_dir: str | Path, graphs: dict[str, Path] | None = None, low_memory: bool = False):
+        self.dir = Path(export_dir)
+        self.manifest = read_export_manifest(self.dir)  # before the heavy imports: a wrong folder fails at once
         import diffusers
         from transformers import CLIPTokenizer
 
-        self.dir = Path(export_dir)
-        manifest = self.dir / "manifest.json"
-        if not manifest.is_file():
-            raise EdgeFusionError(f"'{self.dir}' has no manifest.json, so it is not an edgefusion export",
-                                  "pass a folder written by `edgefusion export`")
-        self.manifest = json.loads(manifest.read_text())
-        if not {"shapes", "source"} <= set(self.manifest):
-            raise EdgeFusionError(f"'{manifest}' is not an edgefusion export manifest",
-                                  "pass a folder written by `edgefusion export`")
         self.graphs = graphs or {c: self._graph_files(c) for c in ("text_encoder", "unet", "vae_decoder")}
         missing = [str(p) for g in self.graphs.values() for p in (g if isinstance(g, list) else [g])
                    if not Path(p).is_file()]
@@ -83,6 +96,9 @@ class OnnxStableDiffusion:
         if steps < 1:
             raise EdgeFusionError(f"steps must be at least 1, got {steps}", "pass --steps 1 or more")
         guidance_scale = sampler["guidance_scale"] if guidance_scale is None else guidance_scale
+        if not (np.isfinite(guidance_scale) and guidance_scale >= 0):
+            raise EdgeFusionError(f"the guidance scale must be a finite number >= 0, got {guidance_scale}",
+                                  "pass e.g. --guidance-scale 7.5 (1 or less: no classifier-free guidance)")
         text_encoder = self._session("text_encoder")
         cond = self._encode(text_encoder, prompt)
         uncond = self._encode(text_encoder, "") if guidance_scale > 1.0 else None

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgefusion import __version__
+from edgefusion import __version__, diagnostics
 from edgefusion.errors import EdgeFusionError
 from edgefusion.export.atomic import atomic_dir
 from edgefusion.export.manifest import ComponentRecord, ExportManifest
@@ -56,11 +56,12 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
            seed: int = 0, allow_pickle: bool = False, keep_float: bool = False,
            progress: bool = True, tiling: bool = True, max_graph_mb: float | None = None,
            target_sqnr: float | None = None, latency_budget_ms: float | None = None,
-           sensitivity: str | None = None) -> ExportManifest:
+           sensitivity: str | None = None, strict: bool = False) -> ExportManifest:
     """Export and quantize a Stable Diffusion model for ``device``; returns the manifest of the written folder.
 
     Every argument maps to one CLI flag of ``edgefusion export``. All inputs are checked before heavy work starts,
-    and the folder appears only when everything (including verification) succeeded.
+    and the folder appears only when everything (including verification) succeeded. Warnings are printed and
+    recorded in the manifest; ``strict`` makes each of them an error (:mod:`edgefusion.diagnostics`).
     """
     from edgefusion.calibration.prompts import read_prompts, split_prompts
     from edgefusion.models.source import DEFAULT_MODEL, resolve_model_source
@@ -78,7 +79,7 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
 
     profile = load_device(device)  # a name or a YAML path; validated before any heavy work
     if max_graph_mb is not None:
-        if max_graph_mb <= 0:
+        if not max_graph_mb > 0 or max_graph_mb == float("inf"):
             raise EdgeFusionError(f"--max-graph-mb must be positive, got {max_graph_mb}", "pass e.g. 2048")
         profile = profile.with_overrides(max_graph_weight_mb=max_graph_mb)
     prompts = read_prompts(prompts_file or source.prompts_file)
@@ -90,7 +91,7 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
         raise EdgeFusionError("calibration steps and verification prompts must be at least 1",
                               "pass --calib-steps N and --verify-prompts N with N >= 1")
 
-    with atomic_dir(out, overwrite) as stage:
+    with diagnostics.session(strict), atomic_dir(out, overwrite) as stage:
         return _export_into(stage, source, spec, profile, cal_prompts, ver_prompts, steps, seed,
                             allow_pickle, keep_float, progress, t_start, tiling)
 
@@ -102,9 +103,12 @@ def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, s
     work = stage / ".work"
     work.mkdir()
     t_info, t_rss = run_isolated(_torch_stage, str(stage), source.to_dict(), cal_prompts, ver_prompts, steps, seed,
-                                 allow_pickle, progress)
+                                 allow_pickle, progress, scratch=work)
+    auto_run = {}
     if hasattr(spec, "choose"):  # --mpq-policy auto: from the UNet's sensitivity on this calibration set
-        spec = spec.choose(stage, source.to_dict(), t_info["shapes"], seed, progress, profile.to_dict(), tiling)
+        request, t_auto = spec, time.perf_counter()
+        spec = request.choose(stage, source.to_dict(), t_info["shapes"], seed, progress, profile.to_dict(), tiling)
+        auto_run = {"seconds": round(time.perf_counter() - t_auto, 3), "peak_rss_mb": request.peak_rss_mb}
     manifest = ExportManifest(
         edgefusion_version=__version__, versions=_versions(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), source=source.to_dict(),
@@ -117,8 +121,11 @@ def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, s
         manifest.notes.append("RANDOM weights (architecture preset): fidelity figures do not predict a trained model")
     manifest.save(stage / "manifest.json")  # the runtime pipeline of the next stage reads it
     (stage / "policy.yaml").write_text(spec.to_yaml())
+    from edgefusion.export.policy_check import check_rules_match
+
+    check_rules_match(spec, {c: stage / "float" / c / "model.onnx" for c in COMPONENT_ORDER})
     o_info, o_rss = run_isolated(_onnx_stage, str(stage), spec.to_dict(), t_info["reference"], steps, progress,
-                                 profile.to_dict(), tiling)
+                                 profile.to_dict(), tiling, scratch=work)
     manifest.components = {c: ComponentRecord(**r) for c, r in o_info["components"].items()}
     manifest.end_to_end = o_info["end_to_end"]
     manifest.tiling = {"enabled": tiling, "sites": o_info["tiling"]}
@@ -129,15 +136,31 @@ def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, s
     manifest.save(stage / "manifest.json")
     from edgefusion.latency.estimate import estimate_export
 
+    t_latency = time.perf_counter()
     report = estimate_export(stage, device=_device_ref(profile, stage), backend="emulated")
     report.save(stage / "latency.json")
     manifest.latency = report.summary()
-    manifest.timings_s = {**t_info["timings"], **o_info["timings"], "total": round(time.perf_counter() - t_start, 3)}
+    manifest.timings_s = _whole_run_timings(t_info["timings"], o_info["timings"], auto_run,
+                                            time.perf_counter() - t_latency, t_start)
     manifest.peak_rss_after_stage_mb = {"torch_stage": round(t_rss, 1), "onnx_stage": round(o_rss, 1),
                                         "orchestrator": round(_peak_rss_mb(), 1)}
+    if auto_run:
+        manifest.peak_rss_after_stage_mb["auto_policy_stage"] = round(auto_run["peak_rss_mb"], 1)
     manifest.peak_rss_mb = max(manifest.peak_rss_after_stage_mb.values())
+    manifest.warnings, manifest.strict = diagnostics.recorded(), diagnostics.strict()
     manifest.save(stage / "manifest.json")
     return manifest
+
+
+def _whole_run_timings(torch_laps: dict, onnx_laps: dict, auto_run: dict, latency_s: float,
+                       t_start: float) -> dict[str, float]:
+    """Stage timings that add up to the whole run: the children's own laps, the automatic policy's process, the
+    latency estimate, and ``startup_and_io`` for the rest (process start-up and imports, checks, file moves)."""
+    laps = {**torch_laps, **onnx_laps, "latency_estimate": round(latency_s, 3)}
+    if auto_run:
+        laps["auto_policy"] = auto_run["seconds"]
+    total = round(time.perf_counter() - t_start, 3)
+    return {**laps, "startup_and_io": round(max(total - sum(laps.values()), 0.0), 3), "total": total}
 
 
 class _Laps:
@@ -171,8 +194,12 @@ def _torch_stage(stage: str, source: dict, cal_prompts, ver_prompts, steps, seed
     _quiet_hf()
     stage_dir, lap = Path(stage), _Laps()
     src = ModelSource.from_dict(source)
-    pipe = load_pipeline(src, allow_pickle=allow_pickle, quiet=False)
+    pipe = load_pipeline(src, allow_pickle=allow_pickle, quiet=False, progress=progress)
     lap("load_model")
+    if not src.random_weights:  # a preset's tokenizer is a character-level stand-in: every word is "split"
+        from edgefusion.models.tokenizer import warn_prompt_fit
+
+        warn_prompt_fit(pipe.tokenizer, list(cal_prompts) + list(ver_prompts), "calibration/verification prompts")
     gs, h, w = src.sampler.guidance_scale, src.sampler.height, src.sampler.width
     cal = capture_calibration(pipe, cal_prompts, steps, gs, h, w, seed=seed, progress=progress)
     ver = capture_calibration(pipe, ver_prompts, steps, gs, h, w, seed=seed + 10_000, progress=progress,

@@ -33,6 +33,7 @@ class AutoRequest:
     latency_budget_ms: float | None = None
     sensitivity: str | None = None  # an existing report (folder or sensitivity.json)
     name: str = "auto"
+    peak_rss_mb: float = 0.0  # of the process :meth:`choose` ran (not part of the request: excluded from to_dict)
 
     @classmethod
     def create(cls, target_sqnr: float | None, latency_budget_ms: float | None,
@@ -54,7 +55,7 @@ class AutoRequest:
 
     def to_dict(self) -> dict:
         """What the manifest records until the policy is chosen."""
-        return {"name": "auto", **asdict(self)}
+        return {"name": "auto", **{k: v for k, v in asdict(self).items() if k != "peak_rss_mb"}}
 
     def choose(self, stage: Path, source: dict, shapes: dict, seed: int, progress: bool = False,
                device: dict | None = None, tiling: bool = True) -> PolicySpec:
@@ -62,8 +63,9 @@ class AutoRequest:
         Layers are costed on ``device`` (a DeviceProfile dict) by the latency model; ``None``: the MAC/byte proxy."""
         from edgefusion.export.isolated import run_isolated
 
-        spec, _ = run_isolated(_auto_stage, str(stage), asdict(self), source, shapes, seed, progress, device,
-                               tiling)
+        work = Path(stage) / ".work"
+        spec, self.peak_rss_mb = run_isolated(_auto_stage, str(stage), self.to_dict(), source, shapes, seed,
+                                              progress, device, tiling, scratch=work if work.is_dir() else None)
         return PolicySpec.from_dict(spec, where="automatic policy")
 
 
@@ -116,7 +118,7 @@ def _auto_stage(stage: str, request: dict, source: dict, shapes: dict, seed: int
     from edgefusion.sensitivity.simulate import Simulator
     from edgefusion.sensitivity.torch_graph import TorchGraph
 
-    req = AutoRequest(**{k: v for k, v in request.items() if k != "name"})
+    req = AutoRequest(**{k: v for k, v in request.items() if k not in ("name", "peak_rss_mb")})
     stage_dir = Path(stage)
     out = stage_dir / "sensitivity"
     out.mkdir(exist_ok=True)
@@ -197,5 +199,5 @@ def policy_or_auto(mpq_policy: str, target_sqnr: float | None = None, latency_bu
                                 ("--sensitivity", sensitivity)) if v is not None]
         if given:
             raise EdgeFusionError(f"{given[0]} only applies to --mpq-policy auto", "add --mpq-policy auto or drop it")
-        return load_policy(mpq_policy)
+        return load_policy(mpq_policy, also=("auto",))
     return AutoRequest.create(target_sqnr, latency_budget_ms, sensitivity)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import onnx
 
@@ -41,9 +42,10 @@ class Layer:
         return asdict(self)
 
 
-def known_op_types() -> set[str]:
+@lru_cache(maxsize=1)
+def known_op_types() -> frozenset[str]:
     """Every op type a policy may name: the logical layer types plus all ONNX operator names."""
-    return LOGICAL_OP_TYPES | {s.name for s in onnx.defs.get_all_schemas()}
+    return frozenset(LOGICAL_OP_TYPES | {s.name for s in onnx.defs.get_all_schemas()})
 
 
 def _meta(node: onnx.NodeProto) -> dict[str, str]:

@@ -75,3 +75,69 @@ def test_malformed_policies_give_one_line_errors(tmp_path, text, needle):
 def test_unknown_preset_names_the_choices():
     with pytest.raises(EdgeFusionError, match="neither a preset nor an existing file.*default"):
         load_policy("int3-everything")
+
+
+@pytest.mark.parametrize("text, needle", [
+    # "billion laughs": refused at the first anchor, before any expansion (it used to run out of memory)
+    ('a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n'
+     'c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n'
+     'f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n'
+     'name: *h\nrules:\n  _default: W8A8\n', "anchors/aliases"),
+    ("rules:\n  op:Conv: &p W8A8\n  _default: *p\n", "anchors/aliases"),
+    ("rules:\n  op:Conv: W8A8\n  op:Conv: FP16\n  _default: W8A8\n", "the key 'op:Conv' twice"),
+    ("rules:\n  123: W8A8\n  _default: W8A8\n", "not a string (123)"),
+    ("rules:\n  ~: W8A8\n  _default: W8A8\n", "not a string (null)"),
+    ("rules:\n  true: W8A8\n  _default: W8A8\n", "not a string (true)"),
+])
+def test_unsafe_yaml_is_refused(tmp_path, text, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(EdgeFusionError) as err:
+        load_policy(path)
+    assert needle.replace("(null)", "('~')").replace("(123)", "('123')").replace("(true)", "('true')") \
+        in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_policy_size_and_rule_count_are_bounded(tmp_path):
+    from edgefusion.quant.policy import MAX_POLICY_BYTES, MAX_RULES
+
+    many = tmp_path / "many.yaml"
+    many.write_text("rules:\n" + "".join(f"  l{i}: W8A8\n" for i in range(MAX_RULES)) + "  _default: W8A8\n")
+    with pytest.raises(EdgeFusionError, match=f"more than the {MAX_RULES}"):
+        load_policy(many)
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * MAX_POLICY_BYTES + "\nrules:\n  _default: W8A8\n")
+    with pytest.raises(EdgeFusionError, match="MiB, over the"):
+        load_policy(big)
+    with pytest.raises(EdgeFusionError, match="more than the"):
+        PolicySpec.from_dict({"rules": {f"l{i}": "W8A8" for i in range(MAX_RULES + 1)}})
+
+
+def test_rules_that_match_no_layer_are_named():
+    spec = PolicySpec.from_dict({"rules": {"re:^untet/": "FP16", "op:Softmax": "W8A16", "op:Gemm": "FP16",
+                                           "re:^unet/x/view": "FP16", LAYERS[4].name: "FP32", "_default": "W8A8"}})
+    # Gemm: no such layer; the Reshape is passthrough (never takes a precision)
+    assert spec.unmatched_rules(LAYERS) == ["re:^untet/", "op:Gemm", "re:^unet/x/view"]
+    assert load_policy("default").unmatched_rules(LAYERS) == ["re:^unet/time_proj/", "op:LayerNorm", "op:Gemm"]
+
+
+def test_unknown_policy_lists_auto_where_auto_is_accepted():
+    from edgefusion.sensitivity.auto_export import policy_or_auto
+
+    with pytest.raises(EdgeFusionError, match=r"use one of .*default.*, auto or a path"):
+        policy_or_auto("defualt")
+
+
+def test_rules_matching_no_layer_of_the_exported_graphs_warn_or_fail_under_strict(tiny_float_graphs):
+    from edgefusion import diagnostics
+    from edgefusion.export.policy_check import check_rules_match
+
+    spec = PolicySpec.from_dict({"rules": {"re:^untet/": "FP16", **load_policy("default").to_dict()["rules"]}})
+    with diagnostics.session() as s:
+        assert check_rules_match(spec, tiny_float_graphs) == ["re:^untet/"]
+    assert len(s.warnings) == 1 and "'re:^untet/'" in s.warnings[0]
+    with diagnostics.session(strict=True), pytest.raises(EdgeFusionError, match="untet.*under --strict"):
+        check_rules_match(spec, tiny_float_graphs)
+    with diagnostics.session(strict=True):  # every rule of the shipped presets matches a layer of an SD model
+        for name in policy_names():
+            assert check_rules_match(load_policy(name), tiny_float_graphs) == []

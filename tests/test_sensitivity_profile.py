@@ -90,6 +90,11 @@ def test_auto_policy_beats_default_in_the_export(tiny_report, tiny_exports, tmp_
     assert measured > ExportManifest.load(tiny_exports["default"]).components["unet"].quant_vs_torch_sqnr_db + 3
     assert (tmp_path / "auto" / "sensitivity" / "frontier.png").is_file()
     assert load_policy(tmp_path / "auto" / "policy.yaml").rules == spec.rules
+    # the automatic policy's own process counts: in peak RSS and in timings that add up to the whole run
+    assert m.peak_rss_after_stage_mb["auto_policy_stage"] > 0
+    assert m.peak_rss_mb == max(m.peak_rss_after_stage_mb.values())
+    assert m.timings_s["auto_policy"] > 0
+    assert sum(v for k, v in m.timings_s.items() if k != "total") == pytest.approx(m.timings_s["total"], abs=0.05)
 
 
 def test_layers_are_costed_by_the_device_latency_model(tiny_report, tiny_exports):
@@ -219,3 +224,46 @@ def test_profile_help_imports_no_torch():
             "print('torch' in sys.modules)\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 0 and res.stdout.strip() == "False", res.stderr
+
+
+def test_rerunning_a_finished_profile_keeps_its_simulated_pick(tiny_report, capsys):
+    from edgefusion.sensitivity.run_profile import profile
+
+    out, _ = tiny_report
+    before = {n: (out / n).read_bytes() for n in ("sensitivity.json", "auto_policy.yaml", "auto_policy.json")}
+    first = json.loads(before["sensitivity.json"])["checks"]["auto_policy"]
+    assert first["simulated_db"] is not None
+    again = profile(out=out, probes=2, max_samples=16, **TINY)
+    assert "nothing to do" in capsys.readouterr().err
+    assert {n: (out / n).read_bytes() for n in before} == before  # idempotent: not one byte changed
+    assert again.checks["auto_policy"] == first
+    other = profile(out=out, probes=2, max_samples=16, target_sqnr=30, **TINY)  # another target: picked again
+    assert other.checks["auto_policy"]["simulated_db"] is None and "predicted, not simulated" in capsys.readouterr().err
+    for name, data in before.items():  # restore the module's report for the other tests
+        (out / name).write_bytes(data)
+
+
+def test_a_resumed_profile_says_from_where(tiny_report, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from edgefusion.export import isolated
+    from edgefusion.sensitivity.run_profile import profile
+
+    out, _ = tiny_report
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    d = json.loads((out / "sensitivity.json").read_text())
+    d["complete"], d["done_samples"] = False, d["profiled_samples"][:6]
+    (partial / "sensitivity.json").write_text(json.dumps(d))
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(isolated, "run_isolated", stop)  # only the message is under test, not the resumed sweep
+    with pytest.raises(Stop):
+        profile(out=partial, probes=2, max_samples=16, **TINY)
+    assert f"resuming from 6 of {len(d['profiled_samples'])} samples" in capsys.readouterr().err
+    shutil.rmtree(partial)

@@ -84,6 +84,18 @@ def test_pickle_weights_refused_without_flag(tmp_path, tiny_pipe):
     _expect(tmp_path, "--allow-pickle", model=str(d))
 
 
+def test_a_file_at_out_gets_the_same_advice_with_and_without_overwrite(tmp_path):
+    png = tmp_path / "existing.png"
+    png.write_bytes(b"png")
+    msgs = []
+    for overwrite in (False, True):
+        with pytest.raises(EdgeFusionError) as err:
+            export(model="tiny", out=png, overwrite=overwrite, **FAST)
+        msgs.append(str(err.value))
+    assert msgs[0] == msgs[1] and "is a file" in msgs[0] and "pass a folder path with --out" in msgs[0], msgs
+    assert png.read_bytes() == b"png"
+
+
 def test_existing_output_folder(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -93,13 +105,23 @@ def test_existing_output_folder(tmp_path):
     assert (out / "keep.txt").read_text() == "mine"
 
 
-def test_failed_overwrite_keeps_the_old_folder(tmp_path):
+def test_failed_overwrite_keeps_the_old_folder(tmp_path, tiny_pipe):
+    """An earlier export (it holds manifest.json, so --overwrite may replace it) and a model whose UNet weights
+    are truncated: the checks before any work pass, the export stages into a new folder and fails inside its
+    torch stage (loading the weights); the old folder must come out untouched and nothing else be left."""
+    model = tmp_path / "model"
+    tiny_pipe.save_pretrained(str(model), safe_serialization=True)
+    weights = next((model / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])
     out = tmp_path / "out"
     out.mkdir()
+    (out / "manifest.json").write_text('{"old": true}')
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(EdgeFusionError):
-        export(model=str(tmp_path / "missing"), out=out, overwrite=True, **FAST)
-    assert (out / "keep.txt").read_text() == "mine"
+    with pytest.raises(EdgeFusionError, match="could not load") as err:  # raised by the torch stage, in staging
+        export(model=str(model), out=out, overwrite=True, **FAST)
+    assert "\n" not in str(err.value)
+    assert (out / "keep.txt").read_text() == "mine" and (out / "manifest.json").read_text() == '{"old": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out"]  # no staging or trash folder left
 
 
 def test_cli_error_is_one_line_with_status_1(tmp_path):

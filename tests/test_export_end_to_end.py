@@ -3,8 +3,11 @@
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from edgefusion.export.manifest import ExportManifest
@@ -81,12 +84,71 @@ def test_export_cli_json_and_refuses_existing_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]  # no staging or trash folders left
 
 
-def test_default_model_is_the_embedded_one_and_calibrates_on_its_own_prompts(tmp_path):
-    from edgefusion.export.run_export import export
+@pytest.fixture(scope="module")
+def embedded_cli_export(tmp_path_factory):
+    """`edgefusion export --no-progress` with every default (the embedded model), reduced calibration."""
+    out = tmp_path_factory.mktemp("embedded") / "e"
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "edgefusion", "export", "--out", str(out), "--calib-prompts", "2",
+                          "--calib-steps", "2", "--verify-prompts", "1", "--no-progress"],
+                         capture_output=True, text=True, timeout=900)
+    wall = time.perf_counter() - t0
+    assert res.returncode == 0, res.stderr[-2000:]
+    return ExportManifest.load(out), res, wall
 
-    m = export(out=tmp_path / "e", calib_prompts=2, calib_steps=2, verify_prompts=1, progress=False)
+
+def test_default_model_is_the_embedded_one_and_calibrates_on_its_own_prompts(embedded_cli_export):
+    from edgefusion.calibration.prompts import read_prompts, split_prompts
+    from edgefusion.models.source import resolve_model_source
+
+    m, _, _ = embedded_cli_export
     assert m.source["kind"] == "local" and not m.source["random_weights"]
-    assert m.source["prompts_file"].endswith("edgefusion_prompts.txt")
-    assert m.end_to_end["prompt"] in (tmp_path / "e").parent.joinpath("e", "manifest.json").read_text()
+    assert m.source["prompts_file"] == "embedded/edgefusion_prompts.txt"
+    own = read_prompts(resolve_model_source(None).prompts_file)
+    _, held_out = split_prompts(own, 2, 1)
+    assert m.end_to_end["prompt"] == held_out[0]  # the first held-out prompt of the model's own prompt file
     assert " background" in m.end_to_end["prompt"]  # an in-domain (shapes) prompt, not the generic set
     assert m.shapes["latent"] == [1, 4, 8, 8]
+
+
+def test_no_progress_silences_the_libraries_loading_bars(embedded_cli_export):
+    _, res, _ = embedded_cli_export
+    for bar in ("it/s]", "%|", "Loading pipeline components", "Loading weights"):
+        assert bar not in res.stderr, res.stderr[-2000:]
+
+
+def test_the_manifest_names_the_embedded_model_not_its_install_path(embedded_cli_export):
+    from edgefusion.models.source import ModelSource, embedded_model_dir
+
+    m, _, _ = embedded_cli_export
+    text = json.dumps(m.to_dict())
+    assert m.source["ref"] == "embedded" and str(embedded_model_dir()) not in text and "site-packages" not in text
+    back = ModelSource.from_dict(m.source)  # readers of the manifest still find the model
+    assert back.ref == str(embedded_model_dir().resolve()) and (Path(back.prompts_file)).is_file()
+
+
+def test_timings_cover_the_whole_run(embedded_cli_export):
+    m, _, wall = embedded_cli_export
+    laps = {k: v for k, v in m.timings_s.items() if k != "total"}
+    assert all(v >= 0 for v in laps.values()) and sum(laps.values()) == pytest.approx(m.timings_s["total"], abs=0.05)
+    # the run's own clock starts after interpreter start-up and the CLI's imports (a few seconds at most)
+    assert m.timings_s["total"] <= wall and m.timings_s["total"] >= 0.75 * wall, (m.timings_s, wall)
+    assert m.warnings == [] and m.strict is False  # in-vocabulary prompts, a policy whose rules all match
+
+
+def test_default_output_folders_are_git_ignored():
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("edgefusion-export/embedded-default/manifest.json", "edgefusion-profile/embedded/sensitivity.json"):
+        res = subprocess.run(["git", "check-ignore", "-q", path], cwd=root)
+        assert res.returncode == 0, path
+
+
+def test_generate_on_a_folder_that_is_not_an_export_fails_before_loading_anything(tmp_path):
+    code = ("import sys\nfrom edgefusion.cli.main import main\n"
+            f"rc = main(['generate', {str(tmp_path)!r}, '--prompt', 'a cat'])\n"
+            "print(rc, any(m in sys.modules for m in ('torch', 'diffusers', 'transformers', 'onnxruntime')))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.strip() == "1 False", (res.stdout, res.stderr)
+    assert "has no manifest.json" in res.stderr

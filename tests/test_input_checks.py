@@ -154,3 +154,16 @@ def test_prompts_outside_the_vocabulary_warn_with_pieces_and_cut():
     assert len(s.warnings) == 1 and s.warnings[0].startswith("1 of 2 prompts are not read as written")
     with diagnostics.session(strict=True), pytest.raises(EdgeFusionError, match="under --strict"):
         warn_prompt_fit(tok, ["a photo of an astronaut"])
+
+
+def test_warnings_and_strict_cross_into_the_stage_processes():
+    """A warning raised in a spawned stage joins the caller's record (the manifest's `warnings`); under --strict
+    the stage fails with it as a one-line error."""
+    from edgefusion import diagnostics
+    from edgefusion.export.isolated import run_isolated
+
+    with diagnostics.session() as s:
+        text, _ = run_isolated(diagnostics.warn, "a warning from a child", "its fix")
+    assert s.warnings == [text] == ["a warning from a child; its fix"]
+    with diagnostics.session(strict=True), pytest.raises(EdgeFusionError, match="from a child .*under --strict"):
+        run_isolated(diagnostics.warn, "a warning from a child")

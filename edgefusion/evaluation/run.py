@@ -129,6 +129,10 @@ def _evaluate_into(stage: Path, spec: EvalSpec, behind: dict[str, ExportInfo], s
 
     work = stage / ".work"
     work.mkdir()
+    if not progress:  # nor the libraries' loading bars
+        from edgefusion.models.source import quiet_progress_bars
+
+        quiet_progress_bars()
     clip = ClipScorer(files["clip_model"]) if files["clip_model"] else None
     fid_net = FeatureNet(files["fid_inception"]) if files["fid_inception"] else None
     records, timings = {}, {}

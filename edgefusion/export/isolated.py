@@ -82,7 +82,8 @@ def write_crash_log(what: str, text: str) -> Path | None:
     try:
         folder = log_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{what}-{os.getpid()}.log"
+        slug = "-".join("".join(c if c.isalnum() else " " for c in what).split())
+        path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{os.getpid()}.log"
         path.write_text(text)
         return path
     except OSError:

@@ -59,9 +59,13 @@ def prompt_fit(tokenizer, prompt: str) -> dict:
             piece = []
     if piece:
         words.append(piece)
-    split = {tokenizer.convert_tokens_to_string(w).strip(): len(w) for w in words if len(w) > 1}
+
+    def text(pieces: list[str]) -> str:
+        return " ".join(tokenizer.convert_tokens_to_string(pieces).replace("</w>", " ").split())
+
+    split = {text(w): len(w) for w in words if len(w) > 1}
     capacity = int(tokenizer.model_max_length) - 2
-    cut = tokenizer.convert_tokens_to_string(tokens[capacity:]).strip() if len(tokens) > capacity else ""
+    cut = text(tokens[capacity:]) if len(tokens) > capacity else ""
     return {"tokens": len(tokens), "capacity": capacity, "split": split, "cut": cut}
 
 

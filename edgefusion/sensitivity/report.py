@@ -63,6 +63,30 @@ class Provenance:
         return None
 
 
+def _mapping(v) -> dict:
+    if not isinstance(v, dict):
+        raise TypeError(f"expected a mapping, got {type(v).__name__}")
+    return v
+
+
+def _ints(v) -> list[int]:
+    if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        raise TypeError("expected a list of integers")
+    return list(v)
+
+
+def _numbers(v) -> list[float]:
+    if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        raise TypeError("expected a list of numbers")
+    return [float(x) for x in v]
+
+
+def _flag(v) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError("expected true or false")
+    return v
+
+
 @dataclass
 class SensitivityReport:
     """Per-source noise of a UNet (see the module docstring), JSON round-trippable."""
@@ -104,20 +128,20 @@ class SensitivityReport:
             raise EdgeFusionError(f"{where} has report format {d.get('format')}, this edgefusion reads {REPORT_FORMAT}",
                                   "re-run `edgefusion profile` with this version")
         try:
-            rep = cls(provenance=Provenance(**d["provenance"]), steps=list(d["steps"]),
-                      layers={n: LayerStats(**s) for n, s in d["layers"].items()},
-                      sites=QuantSites.from_dict(d["sites"]),
-                      noise={k: [float(x) for x in v] for k, v in d["noise"].items()},
-                      signal=[float(x) for x in d["signal"]], samples_per_step=list(d["samples_per_step"]),
-                      profiled_samples=list(d["profiled_samples"]), done_samples=list(d["done_samples"]),
-                      complete=bool(d["complete"]), checks=dict(d.get("checks", {})),
-                      timings_s=dict(d.get("timings_s", {})), views=dict(d.get("views", {})),
-                      latency=dict(d.get("latency") or {}))
+            rep = cls(provenance=Provenance(**_mapping(d["provenance"])), steps=_ints(d["steps"]),
+                      layers={n: LayerStats(**_mapping(s)) for n, s in _mapping(d["layers"]).items()},
+                      sites=QuantSites.from_dict(_mapping(d["sites"])),
+                      noise={k: _numbers(v) for k, v in _mapping(d["noise"]).items()},
+                      signal=_numbers(d["signal"]), samples_per_step=_ints(d["samples_per_step"]),
+                      profiled_samples=_ints(d["profiled_samples"]), done_samples=_ints(d["done_samples"]),
+                      complete=_flag(d["complete"]), checks=dict(_mapping(d.get("checks", {}))),
+                      timings_s=dict(_mapping(d.get("timings_s", {}))), views=dict(_mapping(d.get("views", {}))),
+                      latency=dict(_mapping(d.get("latency") or {})))
             if rep.latency:
                 from edgefusion.sensitivity.latency_cost import LatencyCost
 
                 LatencyCost.from_dict(rep.latency)
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
             raise EdgeFusionError(f"{where} is incomplete or damaged ({type(err).__name__}: {err})",
                                   "re-run `edgefusion profile` with --overwrite") from None
         problem = rep.problem()

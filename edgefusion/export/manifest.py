@@ -23,6 +23,7 @@ class ComponentRecord:
     verify_samples: int
     tiling: dict = field(default_factory=dict)  # tiled sites, tiled-vs-untiled SQNR and max |diff|
     partition: dict = field(default_factory=dict)  # sub-graph files, cuts, sizes, chained-vs-whole SQNR
+    ranges: dict = field(default_factory=dict)  # calibration method, its range factors and what they were chosen on
 
 
 @dataclass
@@ -45,6 +46,7 @@ class ExportManifest:
     latency: dict | None = None  # LatencyReport.summary() for the device (full detail in latency.json)
     tiling: dict = field(default_factory=dict)  # {"enabled": bool, "sites": {component/softmax node: decision}}
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # fidelity checks that failed (errors under --strict)
 
     def to_dict(self) -> dict:
         """Plain-dict form."""

@@ -6,6 +6,7 @@ import gc
 import json
 import resource
 import shutil
+import sys
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -56,11 +57,13 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
            seed: int = 0, allow_pickle: bool = False, keep_float: bool = False,
            progress: bool = True, tiling: bool = True, max_graph_mb: float | None = None,
            target_sqnr: float | None = None, latency_budget_ms: float | None = None,
-           sensitivity: str | None = None) -> ExportManifest:
+           sensitivity: str | None = None, calibration_method: str | None = None,
+           strict: bool = False) -> ExportManifest:
     """Export and quantize a Stable Diffusion model for ``device``; returns the manifest of the written folder.
 
     Every argument maps to one CLI flag of ``edgefusion export``. All inputs are checked before heavy work starts,
-    and the folder appears only when everything (including verification) succeeded.
+    and the folder appears only when everything (including verification) succeeded. A failed fidelity check
+    (:mod:`edgefusion.export.fidelity_check`) is a warning in the manifest, or an error with ``strict``.
     """
     from edgefusion.calibration.prompts import read_prompts, split_prompts
     from edgefusion.models.source import DEFAULT_MODEL, resolve_model_source
@@ -90,13 +93,20 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
         raise EdgeFusionError("calibration steps and verification prompts must be at least 1",
                               "pass --calib-steps N and --verify-prompts N with N >= 1")
 
+    from edgefusion.quant.range_methods import DEFAULT_METHOD, get_method
+
+    method = get_method(calibration_method or DEFAULT_METHOD)
+    if len(cal_prompts) < method.min_groups:
+        raise EdgeFusionError(f"calibration method '{method.name}' needs at least {method.min_groups} calibration "
+                              f"prompts, got {len(cal_prompts)}", f"pass --calib-prompts {method.min_groups} or "
+                              "more, or --calibration-method minmax")
     with atomic_dir(out, overwrite) as stage:
         return _export_into(stage, source, spec, profile, cal_prompts, ver_prompts, steps, seed,
-                            allow_pickle, keep_float, progress, t_start, tiling)
+                            allow_pickle, keep_float, progress, t_start, tiling, method.name, strict)
 
 
 def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, steps, seed, allow_pickle,
-                 keep_float, progress, t_start, tiling) -> ExportManifest:
+                 keep_float, progress, t_start, tiling, method, strict) -> ExportManifest:
     from edgefusion.export.isolated import run_isolated
 
     work = stage / ".work"
@@ -104,23 +114,30 @@ def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, s
     t_info, t_rss = run_isolated(_torch_stage, str(stage), source.to_dict(), cal_prompts, ver_prompts, steps, seed,
                                  allow_pickle, progress)
     if hasattr(spec, "choose"):  # --mpq-policy auto: from the UNet's sensitivity on this calibration set
-        spec = spec.choose(stage, source.to_dict(), t_info["shapes"], seed, progress, profile.to_dict(), tiling)
+        spec = spec.choose(stage, source.to_dict(), t_info["shapes"], seed, progress, profile.to_dict(), tiling,
+                           method)
     manifest = ExportManifest(
         edgefusion_version=__version__, versions=_versions(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), source=source.to_dict(),
         policy=spec.to_dict(), device=profile.name,
         calibration={"prompts": len(cal_prompts), "steps": steps, "guidance_scale": source.sampler.guidance_scale,
                      "samples": t_info["samples"], "digest": t_info["digest"], "verify_prompts": len(ver_prompts),
-                     "seed": seed},
+                     "seed": seed, "method": method},
         shapes=t_info["shapes"])
     if source.random_weights:
         manifest.notes.append("RANDOM weights (architecture preset): fidelity figures do not predict a trained model")
     manifest.save(stage / "manifest.json")  # the runtime pipeline of the next stage reads it
     (stage / "policy.yaml").write_text(spec.to_yaml())
     o_info, o_rss = run_isolated(_onnx_stage, str(stage), spec.to_dict(), t_info["reference"], steps, progress,
-                                 profile.to_dict(), tiling)
+                                 profile.to_dict(), tiling, method)
     manifest.components = {c: ComponentRecord(**r) for c, r in o_info["components"].items()}
     manifest.end_to_end = o_info["end_to_end"]
+    manifest.warnings = o_info["warnings"]
+    if strict and manifest.warnings:
+        raise EdgeFusionError(f"--strict: {manifest.warnings[0]}", "fix the policy or the calibration (the README's "
+                              "fidelity section says how), or export without --strict to keep the folder")
+    for w in manifest.warnings:
+        print(f"WARNING: {w}", file=sys.stderr, flush=True)
     manifest.tiling = {"enabled": tiling, "sites": o_info["tiling"]}
     shutil.rmtree(work)
     if not keep_float:
@@ -215,9 +232,10 @@ def _device_ref(profile, stage: Path) -> str:
 
 
 def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: bool,
-                device: dict, tile: bool) -> dict:
+                device: dict, tile: bool, method: str) -> dict:
     """onnxruntime work (own process, no torch model): verify float graphs, quantize, verify, end-to-end image."""
     from edgefusion.calibration.capture import CalibrationSet
+    from edgefusion.export.fidelity_check import check_readings, fidelity_warnings
     from edgefusion.latency.device import DeviceProfile
     from edgefusion.metrics import mean_sqnr_db, psnr_db
     from edgefusion.quant.policy import PolicySpec
@@ -241,7 +259,8 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
         float_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
         del sess
         qg = quantize_graph(fpath, stage_dir / comp / "model.onnx", comp, policy,
-                            (s.inputs for s in cal.samples[comp]), progress=progress)
+                            [s.inputs for s in cal.samples[comp]], progress=progress, method=method,
+                            groups=[s.prompt_index for s in cal.samples[comp]])
         sess = open_session(qg.path)
         q_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
         del sess
@@ -280,6 +299,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
             qdq_by_op_type=qg.qdq_by_op_type(), float_vs_torch_sqnr_db=round(mean_sqnr_db(refs, float_out), 2),
             quant_vs_torch_sqnr_db=round(mean_sqnr_db(refs, q_out), 2),
             quant_vs_float_sqnr_db=round(mean_sqnr_db(float_out, q_out), 2), verify_samples=len(q_out),
+            ranges=qg.range_rule,
             tiling={k: v for k, v in tiling.items() if k != "sites"} | ({"sites": len(tiling["sites"])}
                                                                           if tiling else {}))
         qg.resolved.save(stage_dir / comp / "precisions.json")
@@ -309,11 +329,13 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
     quant_image = OnnxStableDiffusion(stage_dir, quant_graphs, low_memory=True)(prompt, seed=seed, steps=steps)
     save_png(ref_image, stage_dir / "verify_torch_float.png")
     save_png(quant_image, stage_dir / "verify_quantized.png")
+    quant_db = round(psnr_db(ref_image, quant_image), 2)
     lap("end_to_end_check")
     return {"components": records, "timings": lap.timings, "tiling": all_tiling,
+            "warnings": fidelity_warnings(prompt, ref_image, quant_image, quant_db),
             "end_to_end": {"prompt": prompt, "seed": seed, "steps": steps,
                            "float_onnx_vs_torch_psnr_db": round(psnr_db(ref_image, float_image), 2),
-                           "quantized_vs_torch_psnr_db": round(psnr_db(ref_image, quant_image), 2)}}
+                           "quantized_vs_torch_psnr_db": quant_db, **check_readings(prompt, ref_image, quant_image)}}
 
 
 def _tile_component(path: Path, component: str, device) -> dict:

@@ -118,7 +118,8 @@ def test_rules_that_match_no_layer_are_named():
                                            "re:^unet/x/view": "FP16", LAYERS[4].name: "FP32", "_default": "W8A8"}})
     # Gemm: no such layer; the Reshape is passthrough (never takes a precision)
     assert spec.unmatched_rules(LAYERS) == ["re:^untet/", "op:Gemm", "re:^unet/x/view"]
-    assert load_policy("default").unmatched_rules(LAYERS) == ["re:^unet/time_proj/", "op:LayerNorm", "op:Gemm"]
+    assert load_policy("default").unmatched_rules(LAYERS) == ["re:^unet/time_proj/", "re:^unet/conv_in/", "op:LayerNorm",
+                                                                  "op:Gemm"]
 
 
 def test_unknown_policy_lists_auto_where_auto_is_accepted():

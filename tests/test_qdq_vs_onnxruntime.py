@@ -17,8 +17,6 @@ activations. Then:
 Nothing here uses ``activation_qparams`` or ``quantize_weight_per_channel``: the reference is onnxruntime.
 """
 
-import inspect
-
 import numpy as np
 import onnx
 import pytest
@@ -68,13 +66,8 @@ def both_graphs(tiny_float_graphs, tiny_calibration, tmp_path_factory):
     cal, _ = tiny_calibration
     root = tmp_path_factory.mktemp("ort_ref")
     fpath = tiny_float_graphs["unet"]
-    kwargs = {}
-    params = inspect.signature(quantize_graph).parameters
-    for name in ("range_method", "ranges", "method"):  # the min/max method, where the emitter offers others
-        if name in params:
-            kwargs[name] = "minmax"
     ours = quantize_graph(fpath, root / "ours.onnx", "unet", load_policy("w8a8"),
-                          (s.inputs for s in cal.samples["unet"]), **kwargs)
+                          [s.inputs for s in cal.samples["unet"]], method="minmax")
     integer = {la.name for la in ours.layers if not la.passthrough and ours.resolved.precisions[la.name].is_integer}
     nodes = [n for la in ours.layers if la.name in integer for n in la.nodes]
     model = onnx.load(str(fpath), load_external_data=False)

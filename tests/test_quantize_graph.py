@@ -47,7 +47,9 @@ def test_default_policy_qdq_layout_on_unet(tiny_float_graphs, tiny_calibration, 
     # softmax consumer) and its output (probabilities, read at 16 bits by the next MatMul)
     assert by_op["Softmax"] == {"16": 2 * n_softmax}
     assert "16" not in by_op["MatMul"]
-    assert _qdq_bits(model)[16] == 2 * n_softmax
+    # and the UNet's input latent with conv_in's output, 16-bit by the policy's conv_in rule
+    assert by_op["Conv"]["16"] == 2
+    assert _qdq_bits(model)[16] == 2 * n_softmax + 2
     # norms and swish are FP16: they own no QDQ, their outputs are rounded through fp16 instead
     for op in ("GroupNorm", "LayerNorm", "SiLU"):
         assert op not in by_op
@@ -56,12 +58,18 @@ def test_default_policy_qdq_layout_on_unet(tiny_float_graphs, tiny_calibration, 
     # every Conv/Gemm and weight MatMul has int8 per-channel weights
     n_weighted = sum(1 for n in float_model.graph.node if n.op_type in ("Conv", "Gemm") or
                      (n.op_type == "MatMul" and n.input[1] in {t.name for t in float_model.graph.initializer}))
-    weight_dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.name.endswith("__dq")]
+    inits = {t.name: t for t in model.graph.initializer}
+    const_dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    weight_dq = [n for n in const_dq if inits[n.input[0]].data_type == onnx.TensorProto.INT8]
     assert len(weight_dq) == len(qg.plan.int8_weights) == n_weighted
     assert all(any(a.name == "axis" for a in n.attribute) for n in weight_dq)
+    # every bias of an integer Conv/Gemm/Linear is int32 with scale = input scale x weight scale (zero point 0)
+    bias_dq = [n for n in const_dq if inits[n.input[0]].data_type == onnx.TensorProto.INT32]
+    n_biased = sum(1 for n in float_model.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2)
+    assert len(bias_dq) == len(qg.plan.int32_biases) >= n_biased > 0
     counts = Counter(n.op_type for n in model.graph.node)
     assert counts["QuantizeLinear"] == len(qg.plan.act_bits)
-    assert counts["DequantizeLinear"] == len(qg.plan.act_bits) + len(qg.plan.int8_weights)
+    assert counts["DequantizeLinear"] == len(qg.plan.act_bits) + len(qg.plan.int8_weights) + len(bias_dq)
     assert sqnr > 15.0
 
 
@@ -91,3 +99,33 @@ def test_fp16_rounding_is_not_optimised_away(tiny_float_graphs, tiny_calibration
     """ORT would fold Cast(fp16)->Cast(fp32) pairs; the session must keep them, so fp16 error is visible."""
     _, _, sqnr = _quantize(tiny_float_graphs, tiny_calibration, tmp_path, "unet", "fp16")
     assert 45.0 < sqnr < 120.0
+
+
+def _kernels(session_factory, path, out):
+    session_factory(path, out)
+    return Counter(n.op_type for n in onnx.load(str(out), load_external_data=False).graph.node)
+
+
+def test_integer_kernels_under_the_project_session(tiny_float_graphs, tiny_calibration, tmp_path):
+    """int32 biases (scale = input scale x weight scale) let onnxruntime fuse DQ -> Conv/Gemm -> Q into integer
+    kernels under the project's own session options (which keep the fp16 Cast pairs and leave weights alone)."""
+    qg, model, _ = _quantize(tiny_float_graphs, tiny_calibration, tmp_path, "unet", "w8a8")
+    ops = _kernels(lambda p, o: open_session(p, optimized_model_path=o), qg.path, tmp_path / "opt.onnx")
+    n_conv = Counter(n.op_type for n in model.graph.node)["Conv"]
+    assert ops["QLinearConv"] == n_conv > 0  # every Conv, all of them W8A8 with int32 biases
+    assert ops["QGemm"] > 0
+    assert ops["Conv"] == 0
+
+
+@pytest.mark.parametrize("policy", ["default", "w8a8"])
+def test_sqnr_is_the_same_under_onnxruntimes_default_session(tiny_float_graphs, tiny_calibration, tmp_path, policy):
+    """What a client (optimum, diffusers) computes with onnxruntime's default options is what the manifest says."""
+    import onnxruntime as ort
+
+    cal, ver = tiny_calibration
+    qg, _, project_db = _quantize(tiny_float_graphs, tiny_calibration, tmp_path, "unet", policy)
+    fs = open_session(tiny_float_graphs["unet"])
+    plain = ort.InferenceSession(str(qg.path), providers=["CPUExecutionProvider"])
+    ref = [run_session(fs, s.inputs)[0] for s in ver.samples["unet"]]
+    out = [run_session(plain, s.inputs)[0] for s in ver.samples["unet"]]
+    assert abs(mean_sqnr_db(ref, out) - project_db) < 0.1, (mean_sqnr_db(ref, out), project_db)

@@ -22,6 +22,12 @@ def add_parser(sub) -> None:
                         "model); default for auto: the latency of the default policy")
     p.add_argument("--sensitivity", default=None, help="auto: a report folder from edgefusion profile (same model "
                                                        "and calibration) instead of profiling inside the export")
+    p.add_argument("--calibration-method", default=None,
+                   help="activation ranges: crossval (default: min/max widened per bit width by the factor that "
+                        "quantizes held-out calibration prompts best), minmax, or mse (clipping by least error)")
+    p.add_argument("--strict", action="store_true",
+                   help="fail (and write nothing) when the quantized check image does not draw what the float one "
+                        "draws, instead of warning")
     p.add_argument("--device", default="exynos2400",
                    help="device profile: exynos2400, exynos2200, generic, or a profile YAML path")
     p.add_argument("--no-tiling", action="store_true", help="do not tile attention for the device's SRAM")
@@ -57,6 +63,7 @@ def run(args) -> int:
                       allow_pickle=args.allow_pickle, keep_float=args.keep_float,
                       progress=not (args.no_progress or args.json), tiling=not args.no_tiling,
                       max_graph_mb=args.max_graph_mb, target_sqnr=args.target_sqnr,
-                      latency_budget_ms=args.latency_budget_ms, sensitivity=args.sensitivity, strict=args.strict)
+                      latency_budget_ms=args.latency_budget_ms, sensitivity=args.sensitivity,
+                      calibration_method=args.calibration_method, strict=args.strict)
     print(json.dumps(manifest.to_dict(), indent=1) if args.json else format_summary(manifest, out))
     return 0

@@ -24,6 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resolution", type=int, default=None,
                    help="profile at this image size (square) instead of the model's; the report records both")
+    p.add_argument("--calibration-method", default=None,
+                   help="activation ranges as the export estimates them: crossval (default), minmax or mse")
     p.add_argument("--probes", type=int, default=4, help="random output probes per sample (more = tighter)")
     p.add_argument("--max-samples", type=int, default=96, help="calibration samples profiled (whole prompts first)")
     p.add_argument("--target-sqnr", type=float, default=None, help="auto policy: cheapest with this UNet SQNR (dB)")
@@ -61,7 +63,8 @@ def run(args) -> int:
                          latency_budget_ms=args.latency_budget_ms, check_layers=args.check_layers,
                          memory_mb=args.memory_mb, overwrite=args.overwrite, allow_pickle=args.allow_pickle,
                          keep_work=args.keep_work, progress=not args.no_progress,
-                         device=None if args.device == "none" else args.device)
+                         device=None if args.device == "none" else args.device,
+                         calibration_method=args.calibration_method)
     except KeyboardInterrupt as err:
         if not (Path(out) / "sensitivity.json").is_file():
             raise

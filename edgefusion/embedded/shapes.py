@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -41,6 +43,22 @@ class Attributes:
     def to_dict(self) -> dict:
         """Plain dict."""
         return asdict(self)
+
+
+@lru_cache(maxsize=1)
+def _caption_pattern() -> re.Pattern:
+    def alt(names):
+        return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    return re.compile(rf"a (?P<size>{alt(SIZES)}) (?P<colour>{alt(COLOURS)}) (?P<shape>{alt(SHAPES)}) in the "
+                      rf"(?P<position>{alt(POSITIONS)}) on an? (?P<background>{alt(BACKGROUNDS)}) background")
+
+
+def parse_caption(text: str) -> Attributes | None:
+    """The attributes a shapes-dataset caption asks for, or ``None`` when the text is not such a caption."""
+    m = _caption_pattern().fullmatch(" ".join(text.lower().split()).rstrip("."))
+    if not m:
+        return None
+    return Attributes(m["shape"], m["colour"], m["size"], m["position"], m["background"])
 
 
 def all_combinations() -> list[Attributes]:

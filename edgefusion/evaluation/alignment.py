@@ -3,37 +3,11 @@ analyser) and check each against what the prompt asked for."""
 
 from __future__ import annotations
 
-import re
-from functools import lru_cache
-
 import numpy as np
 
-from edgefusion.embedded.shapes import (
-    BACKGROUNDS,
-    COLOURS,
-    POSITIONS,
-    SHAPES,
-    SIZES,
-    Attributes,
-)
+from edgefusion.embedded.shapes import Attributes, parse_caption  # noqa: F401 (parse_caption: part of this API)
 
 ATTRIBUTES = ("colour", "shape", "size", "position", "background")
-
-
-@lru_cache(maxsize=1)
-def _caption_pattern() -> re.Pattern:
-    def alt(names):
-        return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-    return re.compile(rf"a (?P<size>{alt(SIZES)}) (?P<colour>{alt(COLOURS)}) (?P<shape>{alt(SHAPES)}) in the "
-                      rf"(?P<position>{alt(POSITIONS)}) on an? (?P<background>{alt(BACKGROUNDS)}) background")
-
-
-def parse_caption(text: str) -> Attributes | None:
-    """The attributes a shapes-dataset caption asks for, or ``None`` when the text is not such a caption."""
-    m = _caption_pattern().fullmatch(" ".join(text.lower().split()).rstrip("."))
-    if not m:
-        return None
-    return Attributes(m["shape"], m["colour"], m["size"], m["position"], m["background"])
 
 
 def attribute_matches(image: np.ndarray, asked: Attributes) -> dict[str, bool]:

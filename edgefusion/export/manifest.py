@@ -23,6 +23,7 @@ class ComponentRecord:
     verify_samples: int
     tiling: dict = field(default_factory=dict)  # tiled sites, tiled-vs-untiled SQNR and max |diff|
     partition: dict = field(default_factory=dict)  # sub-graph files, cuts, sizes, chained-vs-whole SQNR
+    ranges: dict = field(default_factory=dict)  # calibration method, its range factors and what they were chosen on
 
 
 @dataclass
@@ -45,7 +46,8 @@ class ExportManifest:
     latency: dict | None = None  # LatencyReport.summary() for the device (full detail in latency.json)
     tiling: dict = field(default_factory=dict)  # {"enabled": bool, "sites": {component/softmax node: decision}}
     notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # every warning the run printed (none pass under strict)
+    warnings: list[str] = field(default_factory=list)  # every warning the run printed: failed fidelity checks,
+    # policy rules that match no layer, prompts the tokenizer cuts ... (each an error under --strict)
     strict: bool = False  # --strict: the run would have failed on any warning
 
     def to_dict(self) -> dict:

@@ -56,12 +56,15 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
            seed: int = 0, allow_pickle: bool = False, keep_float: bool = False,
            progress: bool = True, tiling: bool = True, max_graph_mb: float | None = None,
            target_sqnr: float | None = None, latency_budget_ms: float | None = None,
-           sensitivity: str | None = None, strict: bool = False) -> ExportManifest:
+           sensitivity: str | None = None, calibration_method: str | None = None,
+           strict: bool = False) -> ExportManifest:
     """Export and quantize a Stable Diffusion model for ``device``; returns the manifest of the written folder.
 
     Every argument maps to one CLI flag of ``edgefusion export``. All inputs are checked before heavy work starts,
-    and the folder appears only when everything (including verification) succeeded. Warnings are printed and
-    recorded in the manifest; ``strict`` makes each of them an error (:mod:`edgefusion.diagnostics`).
+    and the folder appears only when everything (including verification) succeeded. Warnings (a failed fidelity
+    check of :mod:`edgefusion.export.fidelity_check`, a policy rule that matches no layer, a prompt the tokenizer
+    cuts) are printed and recorded in the manifest; ``strict`` makes each of them an error
+    (:mod:`edgefusion.diagnostics`).
     """
     from edgefusion.calibration.prompts import read_prompts, split_prompts
     from edgefusion.models.source import DEFAULT_MODEL, resolve_model_source
@@ -91,13 +94,20 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
         raise EdgeFusionError("calibration steps and verification prompts must be at least 1",
                               "pass --calib-steps N and --verify-prompts N with N >= 1")
 
+    from edgefusion.quant.range_methods import DEFAULT_METHOD, get_method
+
+    method = get_method(calibration_method or DEFAULT_METHOD)
+    if len(cal_prompts) < method.min_groups:
+        raise EdgeFusionError(f"calibration method '{method.name}' needs at least {method.min_groups} calibration "
+                              f"prompts, got {len(cal_prompts)}", f"pass --calib-prompts {method.min_groups} or "
+                              "more, or --calibration-method minmax")
     with diagnostics.session(strict), atomic_dir(out, overwrite) as stage:
         return _export_into(stage, source, spec, profile, cal_prompts, ver_prompts, steps, seed,
-                            allow_pickle, keep_float, progress, t_start, tiling)
+                            allow_pickle, keep_float, progress, t_start, tiling, method.name)
 
 
 def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, steps, seed, allow_pickle,
-                 keep_float, progress, t_start, tiling) -> ExportManifest:
+                 keep_float, progress, t_start, tiling, method) -> ExportManifest:
     from edgefusion.export.isolated import run_isolated
 
     work = stage / ".work"
@@ -107,7 +117,8 @@ def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, s
     auto_run = {}
     if hasattr(spec, "choose"):  # --mpq-policy auto: from the UNet's sensitivity on this calibration set
         request, t_auto = spec, time.perf_counter()
-        spec = request.choose(stage, source.to_dict(), t_info["shapes"], seed, progress, profile.to_dict(), tiling)
+        spec = request.choose(stage, source.to_dict(), t_info["shapes"], seed, progress, profile.to_dict(), tiling,
+                              method)
         auto_run = {"seconds": round(time.perf_counter() - t_auto, 3), "peak_rss_mb": request.peak_rss_mb}
     manifest = ExportManifest(
         edgefusion_version=__version__, versions=_versions(),
@@ -115,7 +126,7 @@ def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, s
         policy=spec.to_dict(), device=profile.name,
         calibration={"prompts": len(cal_prompts), "steps": steps, "guidance_scale": source.sampler.guidance_scale,
                      "samples": t_info["samples"], "digest": t_info["digest"], "verify_prompts": len(ver_prompts),
-                     "seed": seed},
+                     "seed": seed, "method": method},
         shapes=t_info["shapes"])
     if source.random_weights:
         manifest.notes.append("RANDOM weights (architecture preset): fidelity figures do not predict a trained model")
@@ -125,9 +136,12 @@ def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, s
 
     check_rules_match(spec, {c: stage / "float" / c / "model.onnx" for c in COMPONENT_ORDER})
     o_info, o_rss = run_isolated(_onnx_stage, str(stage), spec.to_dict(), t_info["reference"], steps, progress,
-                                 profile.to_dict(), tiling, scratch=work)
+                                 profile.to_dict(), tiling, method, scratch=work)
     manifest.components = {c: ComponentRecord(**r) for c, r in o_info["components"].items()}
     manifest.end_to_end = o_info["end_to_end"]
+    for w in o_info["warnings"]:  # failed fidelity checks: printed and recorded, errors under --strict
+        diagnostics.warn(w, "fix the policy or the calibration (the README's fidelity section says how), or export "
+                            "without --strict to keep the folder")
     manifest.tiling = {"enabled": tiling, "sites": o_info["tiling"]}
     shutil.rmtree(work)
     if not keep_float:
@@ -242,9 +256,10 @@ def _device_ref(profile, stage: Path) -> str:
 
 
 def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: bool,
-                device: dict, tile: bool) -> dict:
+                device: dict, tile: bool, method: str) -> dict:
     """onnxruntime work (own process, no torch model): verify float graphs, quantize, verify, end-to-end image."""
     from edgefusion.calibration.capture import CalibrationSet
+    from edgefusion.export.fidelity_check import check_readings, fidelity_warnings
     from edgefusion.latency.device import DeviceProfile
     from edgefusion.metrics import mean_sqnr_db, psnr_db
     from edgefusion.quant.policy import PolicySpec
@@ -268,7 +283,8 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
         float_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
         del sess
         qg = quantize_graph(fpath, stage_dir / comp / "model.onnx", comp, policy,
-                            (s.inputs for s in cal.samples[comp]), progress=progress)
+                            [s.inputs for s in cal.samples[comp]], progress=progress, method=method,
+                            groups=[s.prompt_index for s in cal.samples[comp]])
         sess = open_session(qg.path)
         q_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
         del sess
@@ -307,6 +323,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
             qdq_by_op_type=qg.qdq_by_op_type(), float_vs_torch_sqnr_db=round(mean_sqnr_db(refs, float_out), 2),
             quant_vs_torch_sqnr_db=round(mean_sqnr_db(refs, q_out), 2),
             quant_vs_float_sqnr_db=round(mean_sqnr_db(float_out, q_out), 2), verify_samples=len(q_out),
+            ranges=qg.range_rule,
             tiling={k: v for k, v in tiling.items() if k != "sites"} | ({"sites": len(tiling["sites"])}
                                                                           if tiling else {}))
         qg.resolved.save(stage_dir / comp / "precisions.json")
@@ -336,11 +353,13 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
     quant_image = OnnxStableDiffusion(stage_dir, quant_graphs, low_memory=True)(prompt, seed=seed, steps=steps)
     save_png(ref_image, stage_dir / "verify_torch_float.png")
     save_png(quant_image, stage_dir / "verify_quantized.png")
+    quant_db = round(psnr_db(ref_image, quant_image), 2)
     lap("end_to_end_check")
     return {"components": records, "timings": lap.timings, "tiling": all_tiling,
+            "warnings": fidelity_warnings(prompt, ref_image, quant_image, quant_db),
             "end_to_end": {"prompt": prompt, "seed": seed, "steps": steps,
                            "float_onnx_vs_torch_psnr_db": round(psnr_db(ref_image, float_image), 2),
-                           "quantized_vs_torch_psnr_db": round(psnr_db(ref_image, quant_image), 2)}}
+                           "quantized_vs_torch_psnr_db": quant_db, **check_readings(prompt, ref_image, quant_image)}}
 
 
 def _tile_component(path: Path, component: str, device) -> dict:

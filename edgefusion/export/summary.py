@@ -38,6 +38,7 @@ def format_summary(m: ExportManifest, out: str | None = None) -> str:
         lines.append(f"estimated latency on {lat['device']} ({lat['backend']}): {lat['total_ms']:.1f} ms per image "
                      f"({lat['steps']} steps: {parts}); details in latency.json")
     lines += [f"note: {n}" for n in m.notes]
+    lines += [f"WARNING: {w}" for w in m.warnings]
     if out:
         lines.append(f"written: {out}")
     return "\n".join(lines)

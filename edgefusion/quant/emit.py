@@ -1,10 +1,17 @@
 """Write the QDQ / fp16-simulated graph for a :class:`QuantPlan` (weights processed one tensor at a time).
 
-* Activation at 8/16 bits: uint8/uint16 asymmetric, scale and zero point from the collected min/max with
-  onnxruntime's ``compute_scale_zp``; the producer's output is renamed and ``QuantizeLinear -> DequantizeLinear``
-  re-creates the original name, so every consumer and graph output sees the quantized value.
+* Activation at 8/16 bits: uint8/uint16 asymmetric, scale and zero point from the chosen range with onnxruntime's
+  ``compute_scale_zp``; ``QuantizeLinear -> DequantizeLinear`` after the producer, every consumer reading the
+  dequantized tensor.
 * int8 weights: symmetric per output channel (zero point 0), stored as int8 + ``DequantizeLinear(axis)``.
+* int32 biases of integer layers: scale = input scale x weight scale (per channel), zero point 0, so onnxruntime
+  fuses ``DQ -> Conv/Gemm -> Q`` into integer kernels and deployment compilers find the bias they expect.
 * fp16: weights stored as float16 + ``Cast``; activations rounded by ``Cast(fp16) -> Cast(fp32)``.
+
+Names follow onnxruntime's quantizer, so its tools (``onnxruntime.quantization.qdq_loss_debug``) pair the QDQ graph
+with the float one: ``W_quantized`` / ``W_scale`` / ``W_zero_point`` feed ``W_DequantizeLinear`` whose output keeps
+the name ``W``; an activation ``X`` is quantized into ``X_QuantizeLinear_Output`` and read back as
+``X_DequantizeLinear_Output`` (a graph output keeps its name: the producer then writes ``X_QuantizeLinear_Input``).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from edgefusion.quant.plan import QuantPlan
 
 _ACT_TYPES = {8: (onnx.TensorProto.UINT8, np.uint8), 16: (onnx.TensorProto.UINT16, np.uint16)}
 EXTERNAL_DATA_THRESHOLD = 1 << 30  # graphs above 1 GiB of weights get a side file (protobuf caps at 2 GiB)
+INT32_LIMIT = 2 ** 31 - 1
 
 
 def activation_qparams(rmin: float, rmax: float, bits: int) -> tuple[np.float32, np.ndarray]:
@@ -44,6 +52,13 @@ def quantize_weight_per_channel(w: np.ndarray, axis: int) -> tuple[np.ndarray, n
     return q, scale
 
 
+def quantize_bias(b: np.ndarray, input_scale: np.float32, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int32 bias with scale ``input_scale x weight_scale`` (per channel, zero point 0): (int32 values, scale)."""
+    scale = (np.float32(input_scale) * weight_scale.astype(np.float32)).astype(np.float32)
+    q = np.clip(np.rint(b.astype(np.float64) / scale.astype(np.float64)), -INT32_LIMIT, INT32_LIMIT)
+    return q.astype(np.int32), scale
+
+
 def _array(t: onnx.TensorProto, base_dir: Path) -> np.ndarray:
     if t.data_location == onnx.TensorProto.EXTERNAL:
         t2 = onnx.TensorProto()
@@ -55,30 +70,47 @@ def _array(t: onnx.TensorProto, base_dir: Path) -> np.ndarray:
     return numpy_helper.to_array(t)
 
 
-def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str, tuple[float, float]]) -> Path:
-    """Read the float graph at ``float_path``, apply ``plan`` and save to ``out_path``; returns ``out_path``."""
+def _dq_node(name: str, scale: np.ndarray, zp: np.ndarray, q: np.ndarray, axis: int | None) -> tuple[list, onnx.NodeProto]:
+    """Initializers ``name_quantized/_scale/_zero_point`` and the ``DequantizeLinear`` writing ``name``."""
+    inits = [numpy_helper.from_array(q, name + "_quantized"), numpy_helper.from_array(scale, name + "_scale"),
+             numpy_helper.from_array(zp, name + "_zero_point")]
+    kw = {"axis": axis} if axis is not None else {}
+    node = helper.make_node("DequantizeLinear", [name + "_quantized", name + "_scale", name + "_zero_point"], [name],
+                            name=name + "_DequantizeLinear", **kw)
+    return inits, node
+
+
+def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str, tuple[float, float]] | None,
+             qparams_as_inputs: bool = False) -> Path:
+    """Read the float graph at ``float_path``, apply ``plan`` and save to ``out_path``; returns ``out_path``.
+
+    ``qparams_as_inputs``: a *probe* graph for range search, whose activation scales and zero points are graph
+    inputs (fed by :func:`qparam_feeds`, so one session evaluates any ranges) and whose biases stay float."""
     float_path, out_path = Path(float_path), Path(out_path)
     model = onnx.load(str(float_path), load_external_data=False)
     g = model.graph
     base = float_path.parent
     producer = {o: n for n in g.node for o in n.output}
-    graph_inputs = {i.name for i in g.input}
+    graph_outputs = {o.name for o in g.output}
     head: list[onnx.NodeProto] = []  # weight decoders go first
     new_inits: list[onnx.TensorProto] = []
     total_bytes = 0
+    act_q = {} if qparams_as_inputs else {t: activation_qparams(*ranges[t], b) for t, b in plan.act_bits.items()}
+    biased = {} if qparams_as_inputs else plan.int32_biases
 
-    # -- weights
-    kept = []
+    # -- weights (int8 first: their scales set the biases' scales)
+    kept, biases, w_scale = [], {}, {}
     for t in g.initializer:
         if t.name in plan.int8_weights:
             axis = plan.int8_weights[t.name]
             q, scale = quantize_weight_per_channel(_array(t, base).astype(np.float32), axis)
-            new_inits += [numpy_helper.from_array(q, t.name + "__q"),
-                          numpy_helper.from_array(scale, t.name + "__scale"),
-                          numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), t.name + "__zp")]
-            head.append(helper.make_node("DequantizeLinear", [t.name + "__q", t.name + "__scale", t.name + "__zp"],
-                                         [t.name], axis=axis, name=t.name + "__dq"))
+            inits, node = _dq_node(t.name, scale, np.zeros_like(scale, dtype=np.int8), q, axis)
+            new_inits += inits
+            head.append(node)
+            w_scale[t.name] = scale
             total_bytes += q.nbytes
+        elif t.name in biased:
+            biases[t.name] = t
         elif t.name in plan.fp16_weights:
             with np.errstate(over="ignore"):  # beyond fp16 range becomes +-inf, as on the device
                 h = _array(t, base).astype(np.float16)
@@ -90,43 +122,56 @@ def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str
             arr = _array(t, base)
             kept.append(numpy_helper.from_array(arr, t.name))
             total_bytes += arr.nbytes
+    for name, t in biases.items():
+        source, weight = plan.int32_biases[name]
+        q, scale = quantize_bias(_array(t, base), act_q[source][0], w_scale[weight])
+        inits, node = _dq_node(name, scale, np.zeros_like(q), q, 0)
+        new_inits += inits
+        head.append(node)
+        total_bytes += q.nbytes
     del g.initializer[:]
     g.initializer.extend(kept + new_inits)
 
     # -- activations
     tail: list[onnx.NodeProto] = []
-    input_renames: dict[str, str] = {}
+    rewire: dict[str, str] = {}  # tensor -> the name its consumers read now
 
-    def reroute(tensor: str) -> tuple[str, str]:
-        """Return (source name, final name): the producer now writes ``source``; ``final`` keeps the old name."""
-        if tensor in graph_inputs:
-            input_renames[tensor] = tensor + "__in"
-            return tensor, tensor + "__in"
-        node = producer[tensor]
-        node.output[list(node.output).index(tensor)] = tensor + "__f"
-        return tensor + "__f", tensor
+    def reroute(tensor: str, suffix: str) -> tuple[str, str]:
+        """(what the quantizer reads, what it writes): consumers move to ``tensor + suffix``; a graph output keeps
+        its name and the producer writes ``tensor_QuantizeLinear_Input`` instead."""
+        if tensor in graph_outputs:
+            node = producer[tensor]
+            node.output[list(node.output).index(tensor)] = tensor + "_QuantizeLinear_Input"
+            rewire[tensor] = tensor  # other readers of the output read the quantized value under its own name
+            return tensor + "_QuantizeLinear_Input", tensor
+        rewire[tensor] = tensor + suffix
+        return tensor, tensor + suffix
 
     for tensor, bits in plan.act_bits.items():
-        scale, zp = activation_qparams(*ranges[tensor], bits)
-        src, dst = reroute(tensor)
-        g.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), tensor + "__ascale"),
-                              numpy_helper.from_array(zp, tensor + "__azp")])
-        tail += [helper.make_node("QuantizeLinear", [src, tensor + "__ascale", tensor + "__azp"], [tensor + "__aq"],
-                                  name=tensor + "__Q"),
-                 helper.make_node("DequantizeLinear", [tensor + "__aq", tensor + "__ascale", tensor + "__azp"], [dst],
-                                  name=tensor + "__DQ")]
+        src, dst = reroute(tensor, "_DequantizeLinear_Output")
+        if qparams_as_inputs:
+            g.input.extend([helper.make_tensor_value_info(tensor + "_scale", onnx.TensorProto.FLOAT, []),
+                            helper.make_tensor_value_info(tensor + "_zero_point", _ACT_TYPES[bits][0], [])])
+        else:
+            scale, zp = act_q[tensor]
+            g.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), tensor + "_scale"),
+                                  numpy_helper.from_array(zp, tensor + "_zero_point")])
+        tail += [helper.make_node("QuantizeLinear", [src, tensor + "_scale", tensor + "_zero_point"],
+                                  [tensor + "_QuantizeLinear_Output"], name=tensor + "_QuantizeLinear"),
+                 helper.make_node("DequantizeLinear", [tensor + "_QuantizeLinear_Output", tensor + "_scale",
+                                                       tensor + "_zero_point"], [dst],
+                                  name=tensor + "_DequantizeLinear")]
     for tensor in plan.fp16_tensors:
-        src, dst = reroute(tensor)
+        src, dst = reroute(tensor, "_fp16_Output")
         tail += [helper.make_node("Cast", [src], [tensor + "__h"], to=onnx.TensorProto.FLOAT16, name=tensor + "__toh"),
                  helper.make_node("Cast", [tensor + "__h"], [dst], to=onnx.TensorProto.FLOAT, name=tensor + "__tof")]
-    if input_renames:
-        for node in g.node:
-            for i, name in enumerate(node.input):
-                if name in input_renames:
-                    node.input[i] = input_renames[name]
+    for node in g.node:  # the quantizers (in ``tail``) keep reading their source
+        for i, name in enumerate(node.input):
+            if name in rewire:
+                node.input[i] = rewire[name]
     nodes = head + list(g.node) + tail
     del g.node[:]
-    g.node.extend(_toposort(nodes, graph_inputs | {t.name for t in g.initializer}))
+    g.node.extend(_toposort(nodes, {i.name for i in g.input} | {t.name for t in g.initializer}))
     del g.value_info[:]  # stale after renaming; onnxruntime re-infers
     out_path.parent.mkdir(parents=True, exist_ok=True)
     data_name = out_path.name + ".data"
@@ -137,6 +182,15 @@ def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str
     else:
         onnx.save_model(model, str(out_path))
     return out_path
+
+
+def qparam_feeds(plan: QuantPlan, ranges: dict[str, tuple[float, float]]) -> dict[str, np.ndarray]:
+    """The scale and zero-point inputs of a probe graph (``emit_qdq(..., qparams_as_inputs=True)``) for ``ranges``."""
+    out = {}
+    for t, bits in plan.act_bits.items():
+        scale, zp = activation_qparams(*ranges[t], bits)
+        out[t + "_scale"], out[t + "_zero_point"] = np.array(scale, np.float32), zp
+    return out
 
 
 def _toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:

@@ -4,6 +4,11 @@ A *layer* is what a policy assigns a precision to: one PyTorch-level op (an FX n
 in each ONNX node's metadata), so that SiLU (Sigmoid*Mul) or a Linear (MatMul+Add) is one unit and only its
 boundary tensors are quantized. Fused attention (scaled_dot_product_attention) is split back into its MatMul,
 Softmax and MatMul so the softmax can take its own precision. Pure data-movement ops are *passthrough*.
+
+An additive constant in front of a softmax (the causal mask of a text encoder: 0 where a token may attend,
+float32's most negative value where it may not) is part of the softmax layer, as in the masked-softmax kernels of
+NPUs: the logits are quantized before the mask is added, so the mask's sentinel never sets a quantization range
+(with it, min/max ranges span 3.4e38 and an integer text encoder loses all fidelity).
 """
 
 from __future__ import annotations
@@ -108,6 +113,7 @@ def find_layers(model: onnx.ModelProto, component: str) -> list[Layer]:
             op_type = ONNX_TO_LAYER.get(compute[0].op_type, compute[0].op_type)
         layers.append(Layer(prefix, op_type, [n.name for n in nodes]))
 
+    _merge_softmax_masks(model, layers)
     seen: dict[str, int] = {}
     for layer in layers:  # names must be unique for exact-name policy rules
         if layer.name in seen:
@@ -116,6 +122,34 @@ def find_layers(model: onnx.ModelProto, component: str) -> list[Layer]:
         else:
             seen[layer.name] = 0
     return layers
+
+
+def _merge_softmax_masks(model: onnx.ModelProto, layers: list[Layer]) -> None:
+    """Fold ``Add(logits, constant) -> Softmax`` into the softmax layer (the Add's own layer disappears)."""
+    constants = {t.name for t in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    layer_of = {n: layer for layer in layers for n in layer.nodes}
+    for layer in list(layers):
+        if layer.op_type != "Softmax":
+            continue
+        soft = next(n for n in model.graph.node if n.name in layer.nodes and n.op_type == "Softmax")
+        add = producer.get(soft.input[0])
+        if (add is None or add.op_type != "Add" or readers.get(add.output[0]) != 1
+                or sum(i in constants for i in add.input) != 1):
+            continue
+        owner = layer_of[add.name]
+        if owner is layer:
+            continue
+        if owner.nodes != [add.name]:  # the Add shares its layer with other compute: leave the grouping alone
+            continue
+        layers.remove(owner)
+        layer.nodes.insert(0, add.name)
+        layer_of[add.name] = layer
 
 
 def ensure_node_names(model: onnx.ModelProto) -> None:

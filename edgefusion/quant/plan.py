@@ -7,7 +7,10 @@ Rules (an NPU's view of a mixed-precision graph):
 * Passthrough ops (reshape, transpose, slice ...) are transparent: their consumers' requests reach the source tensor.
 * A boundary tensor of an FP16 layer that no integer neighbour asks for is rounded through float16.
 * Weights of integer layers are int8, symmetric, per output channel; every float initializer of an FP16 layer is
-  stored as float16. Biases and norm parameters of integer layers stay float (an NPU keeps them at high precision).
+  stored as float16.
+* Biases of integer Conv/Gemm layers and of Linear layers (MatMul + Add of a 1-D constant) are int32 with scale =
+  input scale x weight scale and zero point 0, as deployment compilers (and onnxruntime's integer kernels) expect;
+  a bias whose input is not quantized stays float. Norm parameters of integer layers stay float.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from dataclasses import dataclass, field
 import onnx
 
 from edgefusion.quant.graph_index import GraphIndex
-from edgefusion.quant.layers import Layer
+from edgefusion.quant.layers import PASSTHROUGH_OPS, Layer
 from edgefusion.quant.policy import ResolvedPolicy
 from edgefusion.quant.precision import Precision
-from edgefusion.quant.weight_handlers import weight_slots
+from edgefusion.quant.weight_handlers import bias_slot, fp16_weight_inputs, weight_slots
 
 
 @dataclass
@@ -32,13 +35,48 @@ class QuantPlan:
     fp16_tensors: list[str] = field(default_factory=list)
     int8_weights: dict[str, int] = field(default_factory=dict)  # initializer -> channel axis
     fp16_weights: list[str] = field(default_factory=list)
+    int32_biases: dict[str, tuple[str, str]] = field(default_factory=dict)  # bias -> (input activation, weight)
 
     def summary(self) -> dict:
         """Counts for the manifest."""
         return {"activation_qdq_8bit": sum(1 for b in self.act_bits.values() if b == 8),
                 "activation_qdq_16bit": sum(1 for b in self.act_bits.values() if b == 16),
                 "fp16_rounded_tensors": len(self.fp16_tensors), "int8_weights": len(self.int8_weights),
-                "fp16_weights": len(self.fp16_weights)}
+                "fp16_weights": len(self.fp16_weights), "int32_biases": len(self.int32_biases)}
+
+
+def quantized_source(tensor: str, idx: GraphIndex) -> str:
+    """The tensor whose QDQ an op input reads: ``tensor`` followed up through reshapes/transposes/slices."""
+    node = idx.producer.get(tensor)
+    while node is not None and node.op_type in PASSTHROUGH_OPS and node.input:
+        tensor = node.input[0]
+        node = idx.producer.get(tensor)
+    return tensor
+
+
+def layer_biases(nodes: list[onnx.NodeProto], idx: GraphIndex) -> list[tuple[str, str, str]]:
+    """``(bias, input activation, weight)`` of the integer-capable ops among a layer's ``nodes``: the bias input
+    of Conv/Gemm, or the 1-D constant added to a MatMul's output (a Linear layer), when the op has an int8 weight."""
+    out = []
+    weighted = {}
+    for node in nodes:
+        slots = weight_slots(node, idx)
+        if not slots:
+            continue
+        weighted[node.output[0]] = node
+        b = bias_slot(node, idx)
+        if b is not None:
+            out.append((node.input[b], quantized_source(node.input[0], idx), node.input[slots[0][0]]))
+    for node in nodes:
+        if node.op_type != "Add" or len(node.input) != 2:
+            continue
+        for a, c in (node.input, node.input[::-1]):
+            mm = weighted.get(a)
+            if (mm is not None and mm.op_type == "MatMul" and c in idx.initializers
+                    and idx.elem_type.get(c) == onnx.TensorProto.FLOAT and len(idx.initializers[c].dims) == 1):
+                out.append((c, quantized_source(mm.input[0], idx), mm.input[1]))
+                break
+    return out
 
 
 def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: ResolvedPolicy,
@@ -103,13 +141,15 @@ def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: Res
         p = precision(layer)
         if p is None or p is Precision.FP32:
             continue
+        if p.is_integer:
+            for bias, source, weight in layer_biases([nodes_by_name[n] for n in layer.nodes], idx):
+                plan.int32_biases[bias] = (source, weight)
         for node in (nodes_by_name[n] for n in layer.nodes):
             if p.is_integer:
                 for slot, axis in weight_slots(node, idx):
                     plan.int8_weights.setdefault(node.input[slot], axis)
             else:
-                for name in node.input:
-                    if name in idx.initializers and idx.elem_type.get(name) == onnx.TensorProto.FLOAT:
-                        plan.fp16_weights.append(name)
-    plan.fp16_weights = sorted(set(plan.fp16_weights) - set(plan.int8_weights))
+                plan.fp16_weights += fp16_weight_inputs(node, idx)
+    plan.fp16_weights = sorted(set(plan.fp16_weights) - set(plan.int8_weights) - set(plan.int32_biases))
+    plan.int32_biases = {b: v for b, v in plan.int32_biases.items() if v[0] in plan.act_bits}
     return plan

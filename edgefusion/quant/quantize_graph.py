@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Sequence
 
 import numpy as np
 import onnx
@@ -14,8 +14,8 @@ from edgefusion.quant.graph_index import GraphIndex
 from edgefusion.quant.layers import Layer, ensure_node_names, find_layers
 from edgefusion.quant.plan import QuantPlan, plan_quantization
 from edgefusion.quant.policy import PolicySpec, ResolvedPolicy, resolve_policy
-from edgefusion.quant.ranges import collect_ranges
 from edgefusion.quant.emit import emit_qdq
+from edgefusion.quant.range_methods import DEFAULT_METHOD, estimate_ranges
 
 
 @dataclass
@@ -26,6 +26,8 @@ class QuantizedGraph:
     layers: list[Layer]
     resolved: ResolvedPolicy
     plan: QuantPlan
+    ranges: dict[str, tuple[float, float]]
+    range_rule: dict  # the calibration method's choice (RangeRule.summary())
 
     def qdq_by_op_type(self) -> dict[str, dict[str, int]]:
         """Activation QDQ pairs per owning layer op type and bit width (graph inputs count as ``input``)."""
@@ -47,14 +49,17 @@ def prepare_float_graph(float_path: Path) -> onnx.ModelProto:
 
 
 def quantize_graph(float_path: Path, out_path: Path, component: str, spec: PolicySpec,
-                   feeds: Iterable[dict[str, np.ndarray]], progress: bool = False) -> QuantizedGraph:
-    """Resolve ``spec`` on the graph's layers, collect ranges over ``feeds`` and write the QDQ graph."""
+                   feeds: Sequence[dict[str, np.ndarray]], progress: bool = False, method: str = DEFAULT_METHOD,
+                   groups: Sequence[int] | None = None) -> QuantizedGraph:
+    """Resolve ``spec`` on the graph's layers, estimate ranges over ``feeds`` with ``method`` (``groups``: the
+    prompt each feed came from) and write the QDQ graph."""
     model = prepare_float_graph(Path(float_path))
     layers = find_layers(model, component)
     resolved = resolve_policy(spec, layers)
     plan = plan_quantization(model, layers, resolved, GraphIndex.build(model))
     del model
-    ranges = collect_ranges(Path(float_path), list(plan.act_bits), feeds, progress=progress,
-                            desc=f"{component} ranges") if plan.act_bits else {}
+    rule = estimate_ranges(Path(float_path), plan, feeds, groups, method, progress=progress,
+                           desc=f"{component} ranges") if plan.act_bits else None
+    ranges = rule.ranges(plan.act_bits) if rule else {}
     path = emit_qdq(Path(float_path), Path(out_path), plan, ranges)
-    return QuantizedGraph(path, layers, resolved, plan)
+    return QuantizedGraph(path, layers, resolved, plan, ranges, rule.summary() if rule else {})

@@ -7,14 +7,16 @@ from pathlib import Path
 
 # ORT would otherwise fold Cast(fp32->fp16)->Cast(fp16->fp32) away and hide the fp16 rounding we simulate, and
 # (WeightBiasQuantization) silently quantize the float16 weights of an FP16 Conv/Gemm/MatMul whose input is a
-# DequantizeLinear to int8, and integer layers' float biases to int32, which the policy semantics do not ask for.
+# DequantizeLinear to int8, which the policy semantics do not ask for. (Integer layers' biases are int32 in the
+# exported graph already, so onnxruntime fuses them into integer kernels with or without this optimizer.)
 _DISABLED = ["CastChainElimination", "WeightBiasQuantization"]
 
 
-def open_session(path: str | Path, threads: int = 0):
+def open_session(path: str | Path, threads: int = 0, optimized_model_path: str | Path | None = None):
     """An ``InferenceSession`` on CPU for an ONNX file (external data is read by onnxruntime, not Python).
 
     ``threads`` (or the ``EDGEFUSION_ORT_THREADS`` environment variable) caps intra-op threads; 0 = all cores.
+    ``optimized_model_path``: where onnxruntime writes the graph it actually runs (its fused kernels), if given.
     """
     import onnxruntime as ort
 
@@ -34,6 +36,8 @@ def open_session(path: str | Path, threads: int = 0):
     # Without the arena freed activations go back to the OS: bk-sdm-tiny UNet peak 3.25 GB -> 2.36 GB.
     opts.enable_cpu_mem_arena = False
     opts.add_session_config_entry("optimization.disable_specified_optimizers", ";".join(_DISABLED))
+    if optimized_model_path:
+        opts.optimized_model_filepath = str(optimized_model_path)
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 

@@ -58,18 +58,20 @@ class AutoRequest:
         return {"name": "auto", **{k: v for k, v in asdict(self).items() if k != "peak_rss_mb"}}
 
     def choose(self, stage: Path, source: dict, shapes: dict, seed: int, progress: bool = False,
-               device: dict | None = None, tiling: bool = True) -> PolicySpec:
+               device: dict | None = None, tiling: bool = True, method: str = "crossval") -> PolicySpec:
         """Profile (or load the report), pick the policy, write ``<stage>/sensitivity/``; returns the policy.
         Layers are costed on ``device`` (a DeviceProfile dict) by the latency model; ``None``: the MAC/byte proxy."""
         from edgefusion.export.isolated import run_isolated
 
         work = Path(stage) / ".work"
         spec, self.peak_rss_mb = run_isolated(_auto_stage, str(stage), self.to_dict(), source, shapes, seed,
-                                              progress, device, tiling, scratch=work if work.is_dir() else None)
+                                              progress, device, tiling, method,
+                                              scratch=work if work.is_dir() else None)
         return PolicySpec.from_dict(spec, where="automatic policy")
 
 
-def check_report_for_export(report, digest: str, cal, native: tuple[int, int]) -> str | None:
+def check_report_for_export(report, digest: str, cal, native: tuple[int, int],
+                            method: str = "crossval") -> str | None:
     """None if ``report`` describes this export's UNet and calibration; a note if it was profiled on the same
     prompts at a lower resolution; otherwise a one-line error saying why not."""
     p = report.provenance
@@ -77,6 +79,10 @@ def check_report_for_export(report, digest: str, cal, native: tuple[int, int]) -
         raise EdgeFusionError(f"the sensitivity report was computed for another model ({p.model}, UNet digest "
                               f"{p.unet_digest}; this export's UNet: {digest})",
                               "profile this model, or omit --sensitivity to profile inside the export")
+    had = p.calibration.get("method", "minmax")
+    if had != method:
+        raise EdgeFusionError(f"the sensitivity report was computed with --calibration-method {had}, this export "
+                              f"uses {method}", f"pass --calibration-method {had} to the export, or profile again")
     if p.calibration.get("digest") == cal.digest():
         return None
     same = (p.calibration.get("prompts_digest") == prompts_digest(cal.prompts)
@@ -94,7 +100,7 @@ def check_report_for_export(report, digest: str, cal, native: tuple[int, int]) -
 
 
 def _auto_stage(stage: str, request: dict, source: dict, shapes: dict, seed: int, progress: bool,
-                device: dict | None = None, tiling: bool = True) -> dict:
+                device: dict | None = None, tiling: bool = True, method: str = "crossval") -> dict:
     """Own process: the report (given, or profiled here on the export's calibration set), the automatic policy
     (simulated when profiled here), and the files under ``sensitivity/``."""
     import psutil
@@ -134,7 +140,7 @@ def _auto_stage(stage: str, request: dict, source: dict, shapes: dict, seed: int
                                                   float_unet, native, tiling)
     if req.sensitivity:  # the report predicts; the export's own verification measures
         report = SensitivityReport.load(req.sensitivity)
-        note = check_report_for_export(report, TorchGraph(float_unet).weights_digest(), cal, native)
+        note = check_report_for_export(report, TorchGraph(float_unet).weights_digest(), cal, native, method)
         report.latency = cost_model.to_dict() if device is not None else {}  # re-costed for this export's device
         report.save(out / "sensitivity.json")
         write_report_files(report, out)
@@ -146,7 +152,7 @@ def _auto_stage(stage: str, request: dict, source: dict, shapes: dict, seed: int
             spec.description += f"; {note}"
         return spec.to_dict()
     ver = CalibrationSet.load(stage_dir / ".work" / "ver")  # the export's verification set: measured on it
-    sim = Simulator(float_unet, "unet", ver.samples["unet"], cal.samples["unet"], progress=progress)
+    sim = Simulator(float_unet, "unet", ver.samples["unet"], cal.samples["unet"], progress=progress, method=method)
     need = 3 * sim.sample_bytes
     if need > 0.8 * psutil.virtual_memory().available:
         raise EdgeFusionError(
@@ -159,6 +165,7 @@ def _auto_stage(stage: str, request: dict, source: dict, shapes: dict, seed: int
                       calibration={"prompts": len(cal.prompts), "prompts_digest": prompts_digest(cal.prompts),
                                    "steps": cal.steps, "guidance_scale": cal.guidance_scale, "seed": seed,
                                    "height": native[0], "width": native[1], "samples": cal.count()["unet"],
+                                   "method": method,
                                    "digest": cal.digest(),
                                    "measured_on": {"heldout_prompts": len(ver.prompts), "seed": seed + 10_000,
                                                    "samples": ver.count()["unet"], "digest": ver.digest()}},

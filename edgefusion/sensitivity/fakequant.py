@@ -3,6 +3,7 @@
 * activations: uint8/uint16 asymmetric, scale and zero point from onnxruntime's ``compute_scale_zp`` over the
   calibration min/max, ``QuantizeLinear`` rounding (half to even) and saturation, then ``DequantizeLinear``;
 * int8 weights: symmetric per output channel (``quantize_weight_per_channel``);
+* int32 biases: scale = input scale x weight scale (``quantize_bias``);
 * fp16: a round trip through float16 (the ``Cast`` pairs).
 """
 
@@ -12,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgefusion.quant.emit import activation_qparams, quantize_weight_per_channel
+from edgefusion.quant.emit import activation_qparams, quantize_bias, quantize_weight_per_channel
 
 
 def activation_quantizer(rmin: float, rmax: float, bits: int) -> Callable:
@@ -47,3 +48,17 @@ def int8_weight(w, axis: int):
 def fp16_weight(w):
     """A weight stored as float16 and cast back to float32."""
     return fp16_round(w)
+
+
+def int8_weight_scale(w, axis: int) -> np.ndarray:
+    """Per-channel scale of the int8 weight (what an int32 bias's scale is built from)."""
+    return quantize_weight_per_channel(w.numpy().astype(np.float32), axis)[1]
+
+
+def int32_bias(b, input_range: tuple[float, float], bits: int, weight_scale: np.ndarray):
+    """The dequantized int32 bias the QDQ graph adds: scale = input activation scale x int8 weight scale."""
+    import torch
+
+    s_x, _ = activation_qparams(*input_range, bits)
+    q, scale = quantize_bias(b.numpy(), s_x, weight_scale)
+    return torch.from_numpy(q.astype(np.float32) * scale)

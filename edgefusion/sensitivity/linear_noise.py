@@ -80,12 +80,11 @@ def local_errors(sim: Simulator, env: dict, n: int) -> dict[str, tuple[list[str]
             x = det[site.tensor].reshape(n, -1)
             extra = found.pop(site.tensor, [])
             buf = torch.empty(len(ACT_TREATMENTS) + len(extra), n, x.shape[1])
-            lo, hi = sim.ranges[site.tensor]
             for i, t in enumerate(ACT_TREATMENTS):
                 if t == "fp16":
                     buf[i] = fp16_round(x)
                 else:  # fused kernel (x * 1/scale rather than x / scale: differs from QDQ only at exact ties)
-                    scale, zp = activation_qparams(lo, hi, t)
+                    scale, zp = activation_qparams(*sim.range_for(site.tensor, t), t)
                     buf[i] = torch.fake_quantize_per_tensor_affine(x, float(scale), int(zp), 0, 2 ** t - 1)
                 buf[i] -= x
             for i, (_, e) in enumerate(extra):

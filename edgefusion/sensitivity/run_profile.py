@@ -66,8 +66,8 @@ def _auto_only(report: SensitivityReport, out: Path, info: dict, target_sqnr, la
     from edgefusion.sensitivity.outputs import write_auto_files
 
     p = report.provenance
-    asked = {k: info["calibration"][k] for k in ("prompts", "steps", "seed", "height", "width")}
-    have = {k: p.calibration.get(k) for k in asked}
+    asked = {k: info["calibration"][k] for k in ("prompts", "steps", "seed", "height", "width", "method")}
+    have = {k: p.calibration.get(k, "minmax" if k == "method" else None) for k in asked}
     if p.model != info["model"] or have != asked or p.policy != info["base_policy"]:
         raise EdgeFusionError(f"'{out}' already holds a complete report for other settings (model {p.model}, "
                               f"calibration {have}, base policy {p.policy.get('name')})",
@@ -97,7 +97,8 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
             resolution: int | None = None, probes: int = 4, max_samples: int | None = 96,
             target_sqnr: float | None = None, latency_budget_ms: float | None = None, check_layers: int = 4,
             memory_mb: int = 2048, overwrite: bool = False, allow_pickle: bool = False, keep_work: bool = False,
-            progress: bool = True, device: str | None = "exynos2400") -> SensitivityReport:
+            progress: bool = True, device: str | None = "exynos2400",
+            calibration_method: str | None = None) -> SensitivityReport:
     """Profile the UNet of ``model``; returns the complete report (also written to ``out``).
 
     ``mpq_policy`` is the base of the leave-one-out view; ``target_sqnr`` / ``latency_budget_ms`` steer the
@@ -113,9 +114,11 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
         resolve_model_source,
     )
     from edgefusion.quant.policy import load_policy
+    from edgefusion.quant.range_methods import DEFAULT_METHOD, get_method
     from edgefusion.sensitivity.auto_export import prompts_digest
 
     t_start = time.perf_counter()
+    method = get_method(calibration_method or DEFAULT_METHOD).name
     source = resolve_model_source(model)
     if source.kind == "local":
         check_weights_format(Path(source.ref), allow_pickle)
@@ -152,7 +155,8 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
     out = Path(out) if out else default_profile_dir(model or DEFAULT_MODEL)
     info = {"model": model or DEFAULT_MODEL, "source": source.to_dict(), "base_policy": spec.to_dict(),
             "calibration": {"prompts": len(prompts), "prompts_digest": prompts_digest(prompts), "steps": steps,
-                            "guidance_scale": sampler.guidance_scale, "seed": seed, "height": height, "width": width},
+                            "guidance_scale": sampler.guidance_scale, "seed": seed, "height": height, "width": width,
+                            "method": method},
             "native_resolution": None if (height, width) == (sampler.height, sampler.width)
             else [sampler.height, sampler.width]}
     from edgefusion.paths import check_writable_dir
@@ -261,7 +265,8 @@ def _profile_stage(out: str, info: dict, probes: int, max_samples, target_sqnr, 
     cal = CalibrationSet.load(work / "cal")
     held = CalibrationSet.load(work / "heldout") if (work / "heldout.json").is_file() else None
     sim = Simulator(work / "unet" / "model.onnx", "unet", (held or cal).samples["unet"],
-                    None if held is None else cal.samples["unet"], memory_mb=memory_mb, progress=progress)
+                    None if held is None else cal.samples["unet"], memory_mb=memory_mb, progress=progress,
+                    method=info["calibration"]["method"])
     src = info["source"]
     prov = Provenance(model=info["model"], random_weights=src["random_weights"],
                       unet_digest=sim.graph.weights_digest(),

@@ -21,11 +21,14 @@ from edgefusion.quant.layers import find_layers
 from edgefusion.quant.plan import QuantPlan
 from edgefusion.quant.policy import PolicySpec, ResolvedPolicy, resolve_policy
 from edgefusion.quant.precision import Precision
+from edgefusion.quant.range_methods import DEFAULT_METHOD, RangeRule
 from edgefusion.sensitivity.fakequant import (
     activation_quantizer,
     fp16_round,
     fp16_weight,
     int8_weight,
+    int8_weight_scale,
+    int32_bias,
 )
 from edgefusion.sensitivity.sites import QuantSites
 from edgefusion.sensitivity.torch_graph import TorchGraph
@@ -55,7 +58,8 @@ class Simulator:
     """
 
     def __init__(self, float_path: str | Path, component: str, samples: list[Sample],
-                 range_samples: list[Sample] | None = None, memory_mb: int = 2048, progress: bool = False):
+                 range_samples: list[Sample] | None = None, memory_mb: int = 2048, progress: bool = False,
+                 method: str = DEFAULT_METHOD):
         import torch
         from tqdm.auto import tqdm
 
@@ -100,6 +104,8 @@ class Simulator:
             raise EdgeFusionError(f"calibration activations of '{bad[0]}' are NaN/inf ({len(bad)} tensors affected)",
                                   "the float graph overflows on the calibration inputs: check the model weights")
         self.ranges = {t: (self._lo[t], self._hi[t]) for t in self._lo}
+        self.method = method
+        self.range_rules = self._range_rules(range_samples or samples, method, progress)
         if self.in_sample:
             self.reference = [first[i:i + 1] for i in range(first.shape[0])]
         else:
@@ -109,7 +115,28 @@ class Simulator:
                     out = self.graph.run(chunk.feeds)[self.output]
                     self.reference += [out[i:i + 1] for i in range(out.shape[0])]
         self._wcache: dict[tuple[str, str], object] = {}
+        self._wscale: dict[str, np.ndarray] = {}
         self.weight_bytes = sum(w.numel() * 4 for w in self.graph.weights.values())
+
+    def _range_rules(self, samples: list[Sample], method: str, progress: bool) -> dict[int, RangeRule]:
+        """The export's range estimation (``method``) for every site, at 8 and at 16 bits (each width as chosen
+        under the uniform policy of that width: the ``w8a8`` and ``w8a16`` presets)."""
+        from edgefusion.quant.policy import load_policy
+        from edgefusion.quant.range_methods import estimate_ranges
+
+        feeds = [s.inputs for s in samples]
+        groups = [s.prompt_index for s in samples]
+        tensors = [site.tensor for site in self.sites.sites]
+        rules = {}
+        for bits, preset in ((8, "w8a8"), (16, "w8a16")):
+            plan = self.plan(self.resolve(load_policy(preset)).precisions)
+            rules[bits] = estimate_ranges(self.path, plan, feeds, groups, method, progress=progress,
+                                          desc=f"ranges ({bits}-bit)", tensors=tensors)
+        return rules
+
+    def range_for(self, tensor: str, bits: int) -> tuple[float, float]:
+        """The range ``tensor`` is quantized with at ``bits`` (as the exporter's calibration method picks it)."""
+        return self.range_rules[bits].range(tensor, bits)
 
     def _stack(self, feeds: list[dict], indices) -> list[Chunk]:
         import torch
@@ -165,11 +192,19 @@ class Simulator:
 
     def transforms(self, plan: QuantPlan) -> tuple[dict, dict]:
         """``(activation transforms, weight overrides)`` implementing ``plan``."""
-        act = {t: activation_quantizer(*self.ranges[t], bits) for t, bits in plan.act_bits.items()}
+        act = {t: activation_quantizer(*self.range_for(t, bits), bits) for t, bits in plan.act_bits.items()}
         act.update({t: fp16_round for t in plan.fp16_tensors})
         weights = {w: self.weight(w, "int8", axis) for w, axis in plan.int8_weights.items()}
         weights.update({w: self.weight(w, "fp16") for w in plan.fp16_weights})
+        weights.update({b: self.bias(b, x, plan.act_bits[x], w, plan.int8_weights[w])
+                        for b, (x, w) in plan.int32_biases.items()})
         return act, weights
+
+    def bias(self, name: str, source: str, bits: int, weight: str, axis: int):
+        """An int32 bias as the QDQ graph adds it (its scale: ``source``'s activation scale x ``weight``'s)."""
+        if weight not in self._wscale:
+            self._wscale[weight] = int8_weight_scale(self.graph.weights[weight], axis)
+        return int32_bias(self.graph.weights[name], self.range_for(source, bits), bits, self._wscale[weight])
 
     def run_plan(self, plan: QuantPlan, chunk: Chunk):
         """Quantized output of one chunk."""

@@ -16,9 +16,9 @@ import onnx
 
 from edgefusion.quant.graph_index import GraphIndex
 from edgefusion.quant.layers import Layer
-from edgefusion.quant.plan import QuantPlan
+from edgefusion.quant.plan import QuantPlan, layer_biases
 from edgefusion.quant.precision import Precision
-from edgefusion.quant.weight_handlers import weight_slots
+from edgefusion.quant.weight_handlers import fp16_weight_inputs, weight_slots
 
 
 @dataclass
@@ -37,6 +37,7 @@ class QuantSites:
     sites: list[Site] = field(default_factory=list)
     int8_slots: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # layer -> [(initializer, axis)]
     float_inits: dict[str, list[str]] = field(default_factory=dict)  # layer -> float initializers it reads
+    bias_slots: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)  # layer -> [(bias, input, weight)]
     layer_sites: dict[str, list[int]] = field(default_factory=dict)  # layer -> indices of sites it touches
     op_types: dict[str, str] = field(default_factory=dict)  # layer -> op type (non-passthrough layers)
 
@@ -87,24 +88,28 @@ class QuantSites:
             slots, inits = [], []
             for node in (nodes_by_name[n] for n in layer.nodes):
                 slots += [(node.input[s], a) for s, a in weight_slots(node, idx)]
-                inits += [x for x in node.input if x in idx.initializers
-                          and idx.elem_type.get(x) == onnx.TensorProto.FLOAT]
+                inits += fp16_weight_inputs(node, idx)
             out.int8_slots[layer.name] = slots
             out.float_inits[layer.name] = inits
+            biases = layer_biases([nodes_by_name[n] for n in layer.nodes], idx)
+            if biases:
+                out.bias_slots[layer.name] = biases
         return out
 
     def to_dict(self) -> dict:
         """Plain-dict form for JSON (the report carries it, so policies can be evaluated without the graph)."""
         return {"sites": [[s.tensor, s.producer, s.consumers] for s in self.sites],
                 "int8_slots": {k: [[w, a] for w, a in v] for k, v in self.int8_slots.items()},
-                "float_inits": self.float_inits, "op_types": self.op_types}
+                "float_inits": self.float_inits, "op_types": self.op_types,
+                "bias_slots": {k: [list(b) for b in v] for k, v in self.bias_slots.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> QuantSites:
         """Inverse of :meth:`to_dict`."""
         out = cls(sites=[Site(t, p, list(c)) for t, p, c in d["sites"]],
                   int8_slots={k: [(w, int(a)) for w, a in v] for k, v in d["int8_slots"].items()},
-                  float_inits={k: list(v) for k, v in d["float_inits"].items()}, op_types=dict(d["op_types"]))
+                  float_inits={k: list(v) for k, v in d["float_inits"].items()}, op_types=dict(d["op_types"]),
+                  bias_slots={k: [tuple(b) for b in v] for k, v in d.get("bias_slots", {}).items()})
         for i, site in enumerate(out.sites):
             for name in {site.producer, *site.consumers} - {None}:
                 out.layer_sites.setdefault(name, []).append(i)
@@ -135,9 +140,12 @@ class QuantSites:
             if p is None:
                 continue
             if p.is_integer:
+                for bias, source, weight in self.bias_slots.get(name, []):
+                    plan.int32_biases[bias] = (source, weight)
                 for w, axis in self.int8_slots.get(name, []):
                     plan.int8_weights.setdefault(w, axis)
             elif p is Precision.FP16:
                 fp16 += self.float_inits.get(name, [])
-        plan.fp16_weights = sorted(set(fp16) - set(plan.int8_weights))
+        plan.fp16_weights = sorted(set(fp16) - set(plan.int8_weights) - set(plan.int32_biases))
+        plan.int32_biases = {b: v for b, v in plan.int32_biases.items() if v[0] in plan.act_bits}
         return plan

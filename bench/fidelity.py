@@ -1,0 +1,115 @@
+"""Fidelity of each calibration method and of the `default` policy's input rule, side by side in one run.
+
+Captures the export's calibration set (the model's own sampler, prompts and steps) and a held-out set of other
+prompts (seed + 10000, as the export's verification set), exports the float graphs once, then quantizes each
+graph under each policy with each range method and prints the SQNR against the float graph on the held-out
+samples (pooled, and per denoising step for the UNet), with the factors the method chose.
+
+    python bench/fidelity.py                       # embedded model, 8 + 8 prompts, every method
+    python bench/fidelity.py --model tiny --calib-prompts 4 --heldout-prompts 2 --steps 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def capture(model: str, n_cal: int, n_held: int, steps: int | None, work: Path) -> dict:
+    """Calibration and held-out sets plus float graphs of the three components, saved under ``work``."""
+    from diffusers.utils import logging as dl
+    from transformers.utils import logging as tl
+
+    from edgefusion.calibration.capture import capture_calibration
+    from edgefusion.calibration.prompts import read_prompts, split_prompts
+    from edgefusion.export.torch_to_onnx import export_component
+    from edgefusion.models.source import load_pipeline, resolve_model_source
+
+    dl.set_verbosity_error()
+    tl.set_verbosity_error()
+    src = resolve_model_source(model)
+    pipe = load_pipeline(src, quiet=True)
+    s = src.sampler
+    steps = steps or s.num_inference_steps
+    cal_p, held_p = split_prompts(read_prompts(src.prompts_file), n_cal, n_held)
+    cal = capture_calibration(pipe, cal_p, steps, s.guidance_scale, s.height, s.width, progress=False)
+    held = capture_calibration(pipe, held_p, steps, s.guidance_scale, s.height, s.width, seed=10_000, progress=False)
+    cal.save(work / "cal")
+    held.save(work / "held")
+    for comp in ("text_encoder", "unet"):
+        export_component(pipe, comp, cal.samples[comp][0].inputs, work / comp / "model.onnx")
+    return {"steps": steps, "cal": cal.count(), "held": held.count()}
+
+
+def measure(work: Path, comp: str, policy, method: str) -> dict:
+    """Quantize ``comp`` under ``policy`` (a PolicySpec) with ``method``; SQNR on the held-out samples."""
+    from edgefusion.calibration.capture import CalibrationSet
+    from edgefusion.metrics import mean_sqnr_db
+    from edgefusion.quant.quantize_graph import quantize_graph
+    from edgefusion.runtime.session import open_session, run_session
+
+    cal, held = CalibrationSet.load(work / "cal"), CalibrationSet.load(work / "held")
+    fpath = work / comp / "model.onnx"
+    t = time.perf_counter()
+    qg = quantize_graph(fpath, work / comp / "q.onnx", comp, policy, [s.inputs for s in cal.samples[comp]],
+                        method=method, groups=[s.prompt_index for s in cal.samples[comp]])
+    wall = time.perf_counter() - t
+    fs, qs = open_session(fpath), open_session(qg.path)
+    samples = held.samples[comp]
+    ref = [run_session(fs, s.inputs)[0] for s in samples]
+    out = [run_session(qs, s.inputs)[0] for s in samples]
+    steps = sorted({s.step for s in samples if s.step is not None})
+    per_step = [mean_sqnr_db([r for r, s in zip(ref, samples) if s.step == k],
+                             [o for o, s in zip(out, samples) if s.step == k]) for k in steps]
+    return {"sqnr": mean_sqnr_db(ref, out), "per_step": per_step, "alpha": qg.range_rule.get("alpha", {}),
+            "wall_s": wall}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--calib-prompts", type=int, default=8)
+    ap.add_argument("--heldout-prompts", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's sampler)")
+    ap.add_argument("--methods", default="minmax,mse,crossval")
+    ap.add_argument("--work", default=None, help="keep the captured sets here (default: a temporary folder)")
+    args = ap.parse_args(argv)
+
+    from edgefusion.quant.policy import load_policy
+
+    tmp = None if args.work else tempfile.TemporaryDirectory()
+    work = Path(args.work or tmp.name)
+    work.mkdir(parents=True, exist_ok=True)
+    info = capture(args.model, args.calib_prompts, args.heldout_prompts, args.steps, work)
+    print(f"{args.model}: calibration {info['cal']['unet']} UNet / {info['cal']['text_encoder']} text-encoder "
+          f"samples ({args.calib_prompts} prompts x {info['steps']} steps), held out {info['held']['unet']} / "
+          f"{info['held']['text_encoder']} ({args.heldout_prompts} other prompts)\n")
+    methods = args.methods.split(",")
+    default = load_policy("default")
+    no_rule = load_policy("default")
+    no_rule.rules = [(k, p) for k, p in no_rule.rules if k != "re:^unet/conv_in/"]
+    no_rule.name = "default without the conv_in rule"
+    cases = [("unet", load_policy(p)) for p in ("w8a8", "w8a16")] + [("unet", no_rule), ("unet", default)]
+    te = [("text_encoder", load_policy(p)) for p in ("w8a8", "w8a16")]
+    head = f"{'graph':<13}{'policy':<34}{'method':<10}{'SQNR dB':>8}  {'first/mid/last step dB':<24}{'factors':<18}"
+    print(head)
+    print("-" * len(head))
+    for comp, spec in cases + te:
+        for method in methods:
+            r = measure(work, comp, spec, method)
+            ps = r["per_step"]
+            steps = f"{ps[0]:.1f} / {ps[len(ps) // 2]:.1f} / {ps[-1]:.1f}" if len(ps) > 1 else "-"
+            alpha = " ".join(f"{k}b x{v:g}" for k, v in r["alpha"].items()) or "-"
+            print(f"{comp:<13}{spec.name:<34}{method:<10}{r['sqnr']:>8.2f}  {steps:<24}{alpha:<18}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -133,7 +133,8 @@ def test_timings_cover_the_whole_run(embedded_cli_export):
     assert all(v >= 0 for v in laps.values()) and sum(laps.values()) == pytest.approx(m.timings_s["total"], abs=0.05)
     # the run's own clock starts after interpreter start-up and the CLI's imports (a few seconds at most)
     assert m.timings_s["total"] <= wall and m.timings_s["total"] >= 0.75 * wall, (m.timings_s, wall)
-    assert m.warnings == [] and m.strict is False  # in-vocabulary prompts, a policy whose rules all match
+    # in-vocabulary prompts, a policy whose rules all match: at most the fidelity check warns (2 x 2 calibration)
+    assert m.strict is False and all("check image" in w for w in m.warnings), m.warnings
 
 
 def test_default_output_folders_are_git_ignored():

@@ -10,9 +10,9 @@ activations. Then:
 * the two graphs' outputs on held-out samples agree: each is as close to the float graph as the other within
   ``SQNR_GAP_DB``, and they are no further from each other than from float by more than ``SQNR_GAP_DB``. What
   differs is not the ranges but onnxruntime's fixed [0, 1] softmax output range and its Q/DQ on the inputs of
-  every quantized node. Measured (w8a8, 16 held-out samples, with the int32-bias emitter): ours
-  21.33 dB vs float, onnxruntime's 20.90 dB, ours vs onnxruntime 20.12 dB. 1.5 dB is the bound the project holds its own predictions to; an emitter
-  that put a wrong scale or a Q/DQ pair in the wrong place loses far more than that.
+  every quantized node. Measured (w8a8, 16 held-out samples, with the int32-bias emitter): ours 21.33 dB vs
+  float, onnxruntime's 20.90 dB, ours vs onnxruntime 20.12 dB. 1.5 dB is the bound the project holds its own
+  predictions to; an emitter that put a wrong scale or a Q/DQ pair in the wrong place loses far more than that.
 
 Nothing here uses ``activation_qparams`` or ``quantize_weight_per_channel``: the reference is onnxruntime.
 """

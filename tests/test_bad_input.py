@@ -9,7 +9,8 @@ import torch
 from edgefusion.errors import EdgeFusionError
 from edgefusion.export.run_export import export
 
-FAST = dict(calib_prompts=1, calib_steps=1, verify_prompts=1, progress=False)
+# one calibration prompt: min/max ranges (crossval, the default, needs two prompts)
+FAST = dict(calib_prompts=1, calib_steps=1, verify_prompts=1, progress=False, calibration_method="minmax")
 
 
 def _expect(tmp_path, needle, **kwargs):

@@ -28,7 +28,7 @@ def test_export_folder_layout_and_manifest(tiny_exports):
     unet = m.components["unet"]
     assert unet.layers["Softmax"] == {"W8A16": unet.layers["Softmax"]["W8A16"]}
     assert set(unet.layers["GroupNorm"]) == {"FP16"} and set(unet.layers["SiLU"]) == {"FP16"}
-    assert set(unet.layers["Conv"]) == {"W8A8"}
+    assert unet.layers["Conv"]["W8A16"] == 1 and set(unet.layers["Conv"]) == {"W8A8", "W8A16"}  # conv_in 16-bit
     for c in m.components.values():
         assert c.float_vs_torch_sqnr_db > 60  # the float export itself is exact to fp32 rounding
     assert m.end_to_end["float_onnx_vs_torch_psnr_db"] > 60

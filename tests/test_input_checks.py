@@ -80,7 +80,8 @@ def test_an_unexpected_error_in_a_child_is_one_line_and_a_log(tiny_folder, tmp_p
     model = _variant(tiny_folder, tmp_path, sampler={"height": 30, "width": 30, "num_inference_steps": 2,
                                                      "guidance_scale": 2.0})
     logs = tmp_path / "logs"
-    line = _one_error_line(_cli("export", "--model", str(model), "--out", str(tmp_path / "o"), "--calib-prompts", "1",
+    line = _one_error_line(_cli("export", "--model", str(model), "--out", str(tmp_path / "o"),
+                                "--calibration-method", "minmax", "--calib-prompts", "1",
                                 "--calib-steps", "1", "--verify-prompts", "1", "--no-progress",
                                 env={"EDGEFUSION_LOG_DIR": str(logs)}))
     assert "unexpected error in the torch stage process" in line, line

@@ -12,7 +12,8 @@ import pytest
 
 from edgefusion.export.atomic import atomic_dir
 
-CMD = [sys.executable, "-m", "edgefusion", "export", "--model", "tiny", "--calib-prompts", "1", "--calib-steps", "1",
+CMD = [sys.executable, "-m", "edgefusion", "export", "--model", "tiny", "--calibration-method", "minmax",
+       "--calib-prompts", "1", "--calib-steps", "1",
        "--verify-prompts", "1", "--no-progress"]
 
 

@@ -25,9 +25,6 @@ def add_parser(sub) -> None:
     p.add_argument("--calibration-method", default=None,
                    help="activation ranges: crossval (default: min/max widened per bit width by the factor that "
                         "quantizes held-out calibration prompts best), minmax, or mse (clipping by least error)")
-    p.add_argument("--strict", action="store_true",
-                   help="fail (and write nothing) when the quantized check image does not draw what the float one "
-                        "draws, instead of warning")
     p.add_argument("--device", default="exynos2400",
                    help="device profile: exynos2400, exynos2200, generic, or a profile YAML path")
     p.add_argument("--no-tiling", action="store_true", help="do not tile attention for the device's SRAM")
@@ -44,8 +41,9 @@ def add_parser(sub) -> None:
     p.add_argument("--keep-float", action="store_true", help="keep the float ONNX graphs under float/")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (ours and the libraries' loading bars)")
     p.add_argument("--strict", action="store_true",
-                   help="treat every warning as an error (e.g. a policy rule that matches no layer, a prompt the "
-                        "tokenizer cuts); warnings are otherwise printed and listed in the manifest")
+                   help="treat every warning as an error and write nothing: a quantized check image that does not "
+                        "draw what the float one draws, a policy rule that matches no layer, a prompt the tokenizer "
+                        "cuts; warnings are otherwise printed and listed in the manifest")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON instead of the summary")
     p.set_defaults(run=run)
 

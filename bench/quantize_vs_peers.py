@@ -359,6 +359,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--reuse", action="store_true",
                     help="reuse the float graph and samples already in --work (e.g. to rerun one side)")
     ap.add_argument("--json", default=None, help="also write all results to this JSON file")
+    ap.add_argument("--peers-from", default=None,
+                    help="a --json file of an earlier run on the same samples: show its rows of the sides not run now")
     ap.add_argument("--child", choices=["prepare", "float", "ours", "ort"], help=argparse.SUPPRESS)
     ap.add_argument("--method", default="", help=argparse.SUPPRESS)
     ap.add_argument("--bits-one", dest="bits_one", default="", help=argparse.SUPPRESS)
@@ -441,6 +443,15 @@ def main(argv: list[str] | None = None) -> int:
         shown = "failed: " + r["error"] if "error" in r else \
             f"{r['sqnr_db']:.2f} dB, {r['wall_s']:.1f} s, {r['peak_rss_mb']:.0f} MB"
         print(f"  {side:5s} {method:12s} {bits:6s} {shown}", flush=True)
+    if args.peers_from:  # rows of other sides measured earlier on the very same samples
+        old = json.loads(Path(args.peers_from).read_text())
+        if old["info"]["digest"] != info["digest"]:
+            raise SystemExit(f"--peers-from: {args.peers_from} was measured on other samples (digest "
+                             f"{old['info']['digest']} vs {info['digest']}); rerun the peers or use its --work")
+        ran = {side for side, _, _ in jobs}
+        rows += [(r["side"], r["method"], r["bits"], r) for r in old["results"] if r["side"] not in ran]
+        notes.append(f"rows of {', '.join(sorted({r['side'] for r in old['results']} - ran))} from "
+                     f"{args.peers_from} (same samples, measured in an earlier run)")
     table = report(info, rows, notes)
     print("\n" + table)
     print(f"\nversions: {json.dumps(versions)}")

@@ -154,6 +154,7 @@ def ours_methods() -> tuple[list[str], str]:
                 continue
             names = obj() if callable(obj) else obj
             names = list(names.keys() if isinstance(names, dict) else names)
+            names = [n if isinstance(n, str) else getattr(n, "name", None) for n in names]  # entries may be objects
             if names and all(isinstance(n, str) for n in names):
                 return names, f"{mod_name}.{attr}"
     default = inspect.signature(quantize_graph).parameters["calibration_method"].default

@@ -6,7 +6,7 @@ prompts are other prompts, sampled with seed + 10000 as the export does). The si
 (``unet/time_proj``) stays float on every side, as the integer presets keep it.
 
 * ours: ``quantize_graph`` under the ``w8a8`` / ``w8a16`` presets, once per range method that
-  ``quantize_graph(calibration_method=...)`` offers at run time (plain min/max, labelled ``minmax``, where it has no
+  ``quantize_graph(method=...)`` offers (``edgefusion.quant.range_methods.METHODS``; formerly plain min/max where it had no
   such argument).
 * onnxruntime ``quantize_static``: QDQ, int8 symmetric per-channel weights, uint8 / uint16 asymmetric activations
   (every activation 16-bit at W8A16), all op types it knows, time_proj's nodes in ``nodes_to_exclude``; MinMax,
@@ -133,40 +133,14 @@ def child_float(args) -> dict:
 
 
 def ours_methods() -> tuple[list[str], str]:
-    """Range methods ``quantize_graph`` offers now, and how they were found (introspection, so the bench runs
-    before and after range methods land). ``["minmax"]`` without a ``calibration_method`` argument."""
-    import importlib
-    import inspect
+    """Our range methods (``--calibration-method``), and where the list came from."""
+    from edgefusion.quant.range_methods import METHODS
 
-    from edgefusion.quant.quantize_graph import quantize_graph
-
-    if "calibration_method" not in inspect.signature(quantize_graph).parameters:
-        return ["minmax"], "quantize_graph has no calibration_method argument: plain min/max"
-    for mod_name in ("edgefusion.quant.range_methods", "edgefusion.quant.ranges", "edgefusion.quant.calibration"):
-        try:
-            mod = importlib.import_module(mod_name)
-        except ImportError:
-            continue
-        for attr in ("METHODS", "RANGE_METHODS", "CALIBRATION_METHODS", "REGISTRY", "method_names",
-                     "available_methods", "range_method_names"):
-            obj = getattr(mod, attr, None)
-            if obj is None:
-                continue
-            names = obj() if callable(obj) else obj
-            names = list(names.keys() if isinstance(names, dict) else names)
-            names = [n if isinstance(n, str) else getattr(n, "name", None) for n in names]  # entries may be objects
-            if names and all(isinstance(n, str) for n in names):
-                return names, f"{mod_name}.{attr}"
-    default = inspect.signature(quantize_graph).parameters["calibration_method"].default
-    if isinstance(default, str):
-        return [default], "calibration_method argument found but no method registry: its default only"
-    return ["minmax"], "calibration_method argument found but no method registry or string default: no argument"
+    return list(METHODS), "edgefusion.quant.range_methods.METHODS"
 
 
 def child_ours(args) -> dict:
     """edgefusion's quantize_graph under the w8a8/w8a16 preset with one range method."""
-    import inspect
-
     from edgefusion.calibration.capture import CalibrationSet
     from edgefusion.quant.policy import load_policy
     from edgefusion.quant.quantize_graph import quantize_graph
@@ -174,13 +148,11 @@ def child_ours(args) -> dict:
     work = Path(args.work)
     out = work / "runs" / f"ours-{args.method}-{args.bits}" / "model.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
-    kwargs = {}
-    if "calibration_method" in inspect.signature(quantize_graph).parameters:
-        kwargs["calibration_method"] = args.method
     t = time.perf_counter()
     cal = CalibrationSet.load(work / "cal")
     quantize_graph(work / "float" / "model.onnx", out, "unet", load_policy(args.bits),
-                   (s.inputs for s in cal.samples["unet"]), **kwargs)
+                   [s.inputs for s in cal.samples["unet"]], method=args.method,
+                   groups=[s.prompt_index for s in cal.samples["unet"]])
     wall, rss = time.perf_counter() - t, rss_mb()
     del cal
     return {"wall_s": wall, "peak_rss_mb": rss, "sqnr_db": sqnr_vs_float(evaluate(out, work), work)}

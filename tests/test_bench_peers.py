@@ -27,15 +27,11 @@ def test_missing_aimet_is_reported_not_faked(tmp_path):
     assert why and "aimet_onnx" in why
 
 
-def test_ours_methods_are_discovered():
+def test_ours_methods_are_every_registered_range_method():
+    from edgefusion.quant.range_methods import METHODS
+
     methods, how = qp.ours_methods()
-    assert methods and all(isinstance(m, str) for m in methods) and how
-    import inspect
-
-    from edgefusion.quant.quantize_graph import quantize_graph
-
-    if "calibration_method" not in inspect.signature(quantize_graph).parameters:
-        assert methods == ["minmax"]
+    assert methods == list(METHODS) and {"minmax", "crossval"} <= set(methods) and how
 
 
 def test_timestep_path_is_time_proj_and_its_feeders(tiny_float_graphs):

@@ -93,13 +93,9 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
         raise EdgeFusionError("calibration steps and verification prompts must be at least 1",
                               "pass --calib-steps N and --verify-prompts N with N >= 1")
 
-    from edgefusion.quant.range_methods import DEFAULT_METHOD, get_method
+    from edgefusion.quant.range_methods import resolve_method
 
-    method = get_method(calibration_method or DEFAULT_METHOD)
-    if len(cal_prompts) < method.min_groups:
-        raise EdgeFusionError(f"calibration method '{method.name}' needs at least {method.min_groups} calibration "
-                              f"prompts, got {len(cal_prompts)}", f"pass --calib-prompts {method.min_groups} or "
-                              "more, or --calibration-method minmax")
+    method = resolve_method(calibration_method, len(cal_prompts))  # one-line error when it needs more prompts
     with atomic_dir(out, overwrite) as stage:
         return _export_into(stage, source, spec, profile, cal_prompts, ver_prompts, steps, seed,
                             allow_pickle, keep_float, progress, t_start, tiling, method.name, strict)

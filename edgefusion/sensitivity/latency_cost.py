@@ -74,8 +74,8 @@ def _cost_graph(unet: onnx.ModelProto, layers, resolved, device, tiling: bool):
     """One UNet call under ``resolved`` on ``device`` (attention tiled where the planner says it pays, as the
     export does): the latency model's GraphCost."""
     from edgefusion.latency.cost_model import estimate_graph
-    from edgefusion.latency.estimate import plan_and_tile
-    from edgefusion.latency.op_graph import build_op_graph
+    from edgefusion.deploy.tiling import plan_and_tile
+    from edgefusion.graph.op_graph import build_op_graph
 
     graph = copy.deepcopy(unet) if tiling else unet
     plan, _ = plan_and_tile(graph, "unet", device, layers, resolved, tiling)
@@ -85,7 +85,7 @@ def build_latency_cost(unet: onnx.ModelProto, device, steps: int, guidance: bool
                        tiling: bool = True) -> LatencyCost:
     """The per-layer table of ``unet`` (a float graph traced at ``height`` x ``width``, the image size the latency
     is wanted for; weights need not be loaded)."""
-    from edgefusion.latency.estimate import calls_per_image
+    from edgefusion.deploy.estimate import calls_per_image
     from edgefusion.quant.layers import find_layers
 
     calls = calls_per_image(steps, guidance)["unet"]
@@ -116,7 +116,7 @@ def exact_unet_ms(unet: onnx.ModelProto, device, steps: int, guidance: bool, tem
                   precisions: dict[str, Precision], tiling: bool = True, layers=None) -> float:
     """The latency model's UNet ms per image for one assignment (the whole model, not the additive table; with
     tiling the planner runs for this assignment: ~5 s on sd-v1.5 at 512x512, ~1 s without)."""
-    from edgefusion.latency.estimate import calls_per_image
+    from edgefusion.deploy.estimate import calls_per_image
     from edgefusion.quant.layers import find_layers
 
     layers = layers if layers is not None else find_layers(unet, "unet")

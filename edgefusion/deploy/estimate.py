@@ -59,6 +59,15 @@ def _source_name(source: dict) -> str:
     return "embedded" if Path(source["ref"]) == embedded_model_dir().resolve() else Path(source["ref"]).name
 
 
+def _export_device(export_dir: Path, manifest: dict) -> str:
+    """The device an export was made for: a shipped profile by name, or the copy saved beside its graphs."""
+    from edgefusion.latency.device import device_names
+
+    name = manifest.get("device", "exynos2400")
+    saved = export_dir / "device.json"
+    return name if name in device_names() or not saved.is_file() else str(saved)
+
+
 def component_graph_files(export_dir: Path, manifest: dict, component: str) -> list[Path]:
     """The ONNX file(s) of one component of an export (several when it was partitioned)."""
     rec = manifest.get("components", {}).get(component) or {}
@@ -79,7 +88,7 @@ def estimate_export(export_dir: str | Path, device: str | None = None, steps: in
         raise EdgeFusionError(f"'{export_dir}' has no manifest.json, so it is not an edgefusion export",
                               "pass a folder written by `edgefusion export`, or --model SRC")
     manifest = json.loads(mpath.read_text())
-    profile = load_device(device or manifest.get("device", "exynos2400"))
+    profile = load_device(device or _export_device(export_dir, manifest))
     sampler = manifest["source"]["sampler"]
     steps = sampler["num_inference_steps"] if steps is None else steps
     if steps < 1:

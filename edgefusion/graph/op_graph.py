@@ -6,8 +6,9 @@ fp16, fp32, int32 biases behind a DequantizeLinear). Reshapes/transposes are fre
 compiler's business); constant-only subgraphs and shape arithmetic are folded away; Concat/Split/Slice are *views*
 (no compute: the producer writes into, the consumer reads from, a slot of one buffer). Two sources give the same
 view: an exported (QDQ) graph, or a float graph plus the :class:`~edgefusion.quant.plan.QuantPlan` the exporter
-would follow (used for weight-free skeleton graphs). Which engine, or the host CPU, runs an op is the device's
-business (:mod:`edgefusion.latency`); this module only says what the op is.
+would follow (used for weight-free skeleton graphs). Float graph inputs are taken in fp16 (the host converts them
+when it calls the NPU). Which engine, or the host CPU, runs an op is the device's business
+(:mod:`edgefusion.latency`); this module only says what the op is.
 """
 
 from __future__ import annotations
@@ -136,9 +137,11 @@ def build_op_graph(model: onnx.ModelProto, component: str, plan=None) -> OpGraph
     kind: dict[str, str] = {}  # logical tensor -> storage kind
     const_elem_bytes: dict[str, float] = {t.name: KIND_BYTES.get(ELEM_KIND.get(t.data_type, "fp32"), 4)
                                           for t in g.initializer}
-    for name in graph_inputs:
+    for name in graph_inputs:  # the host hands the NPU its float inputs in fp16 (the NPU has no fp32)
         root[name] = name
         kind[name] = ELEM_KIND.get(shapes.get(name, (None, 1))[1], "fp32")
+        if kind[name] == "fp32":
+            kind[name] = "fp16"
     if plan is not None:
         for t, bits in plan.act_bits.items():
             kind[t] = "int8" if bits == 8 else "int16"

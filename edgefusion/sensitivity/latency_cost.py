@@ -102,13 +102,13 @@ def build_latency_cost(unet: onnx.ModelProto, device, steps: int, guidance: bool
                 table[layer][prec.value] = table[layer].get(prec.value, 0.0) + k.ms * calls
                 charged += k.ms * calls
         offsets.append(gc.ms * calls - charged)
-        uniform[prec.value] = round(gc.ms * calls, 3)
+        uniform[prec.value] = round(gc.ms * calls, 6)
     for row in table.values():
         for prec in FREE:
             row.setdefault(prec.value, 0.0)
     return LatencyCost(device=device.name, steps=steps, guidance=guidance, height=height, width=width,
-                       offset_ms=round(sum(offsets) / len(offsets), 4),
-                       table={n: {p: round(v, 5) for p, v in row.items()} for n, row in table.items()},
+                       offset_ms=round(sum(offsets) / len(offsets), 8),
+                       table={n: {p: round(v, 8) for p, v in row.items()} for n, row in table.items()},
                        uniform_ms=uniform)
 
 
@@ -157,7 +157,7 @@ def latency_cost_for(source: dict, device, template, float_unet=None, graph_size
         fixed = resolve_policy(template, layers).precisions
         for name in [n for n in table.table if n not in keep]:
             row = table.table.pop(name)
-            table.offset_ms = round(table.offset_ms + row.get(fixed[name].value, row[Precision.FP16.value]), 4)
+            table.offset_ms = round(table.offset_ms + row.get(fixed[name].value, row[Precision.FP16.value]), 8)
 
     def whole(precisions: dict[str, Precision]) -> float:
         """Whole-model cost, attention tiled as the export's planner tiles this very assignment (tiling decided

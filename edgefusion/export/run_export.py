@@ -140,7 +140,7 @@ def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, s
         shutil.rmtree(stage / "float")
     _write_model_index(stage)
     manifest.save(stage / "manifest.json")
-    from edgefusion.latency.estimate import estimate_export
+    from edgefusion.deploy.estimate import estimate_export
 
     report = estimate_export(stage, device=_device_ref(profile, stage), backend="emulated")
     report.save(stage / "latency.json")
@@ -336,7 +336,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
 
 def _tile_component(path: Path, component: str, device) -> dict:
     """Tile the attention of the written graph for ``device`` (structure only: external weights stay in place)."""
-    from edgefusion.latency.estimate import tile_for_device
+    from edgefusion.deploy.tiling import tile_for_device
 
     model = onnx.load(str(path), load_external_data=False)
     decided = tile_for_device(model, component, device)

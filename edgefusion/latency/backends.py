@@ -21,7 +21,7 @@ import onnx
 from edgefusion.errors import EdgeFusionError
 from edgefusion.latency.cost_model import GraphCost, estimate_graph
 from edgefusion.latency.device import DeviceProfile
-from edgefusion.latency.op_graph import build_op_graph
+from edgefusion.graph.op_graph import build_op_graph
 
 GROUP = "edgefusion.latency_backends"
 

@@ -1,5 +1,5 @@
-"""``edgefusion latency``: one flag per keyword of :func:`edgefusion.latency.estimate.estimate_export` /
-:func:`edgefusion.latency.estimate.estimate_model`."""
+"""``edgefusion latency``: one flag per keyword of :func:`edgefusion.deploy.estimate.estimate_export` /
+:func:`edgefusion.deploy.estimate.estimate_model`."""
 
 from __future__ import annotations
 

@@ -23,7 +23,13 @@ def add_parser(sub) -> None:
     p.add_argument("--sensitivity", default=None, help="auto: a report folder from edgefusion profile (same model "
                                                        "and calibration) instead of profiling inside the export")
     p.add_argument("--device", default="exynos2400",
-                   help="device profile: exynos2400, exynos2200, generic, or a profile YAML path")
+                   help="device profile: exynos2400, exynos2200, snapdragon8gen3, generic, or a profile YAML path")
+    p.add_argument("--backend", default="auto", choices=("auto", "emulated", "qnn"),
+                   help="vendor compile/verify step: qnn compiles every graph for the Snapdragon HTP (needs "
+                        "pip install 'edgefusion[qnn]'); auto does so when the device is a Snapdragon and the extra "
+                        "is installed; emulated never")
+    p.add_argument("--htp-samples", type=int, default=4,
+                   help="verification inputs per graph run on the emulated HTP (x86 emulation is slow)")
     p.add_argument("--no-tiling", action="store_true", help="do not tile attention for the device's SRAM")
     p.add_argument("--max-graph-mb", type=float, default=None,
                    help="per-graph weight limit in MB (default: the device profile's); larger graphs are split")
@@ -54,6 +60,7 @@ def run(args) -> int:
                       allow_pickle=args.allow_pickle, keep_float=args.keep_float,
                       progress=not (args.no_progress or args.json), tiling=not args.no_tiling,
                       max_graph_mb=args.max_graph_mb, target_sqnr=args.target_sqnr,
-                      latency_budget_ms=args.latency_budget_ms, sensitivity=args.sensitivity)
+                      latency_budget_ms=args.latency_budget_ms, sensitivity=args.sensitivity,
+                      backend=args.backend, htp_samples=args.htp_samples)
     print(json.dumps(manifest.to_dict(), indent=1) if args.json else format_summary(manifest, out))
     return 0

@@ -51,10 +51,10 @@ class OnnxStableDiffusion:
         self.scaling_factor = float(self.manifest["shapes"]["vae_scaling_factor"])
 
     def _graph_files(self, component: str):
-        """``<component>/model.onnx``, or the list of its sub-graphs when the export partitioned it."""
-        rec = self.manifest.get("components", {}).get(component) or {}
-        parts = (rec.get("partition") or {}).get("files")
-        return [self.dir / f for f in parts] if parts else self.dir / component / "model.onnx"
+        """The NPU graph (``unet/npu.onnx``, ``<component>/model.onnx``), or its sub-graphs when partitioned."""
+        from edgefusion.runtime.layout import npu_graph_files
+
+        return npu_graph_files(self.dir, component, self.manifest)
 
     @staticmethod
     def _open(graph):

@@ -37,7 +37,18 @@ def open_session(path: str | Path, threads: int = 0):
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+_INT_TYPES = {"tensor(int32)": "int32", "tensor(int64)": "int64"}
+
+
 def run_session(session, inputs: dict) -> "list":
-    """Run with only the inputs the graph declares (extra keys ignored)."""
-    names = {i.name for i in session.get_inputs()}
-    return session.run(None, {k: v for k, v in inputs.items() if k in names})
+    """Run with only the inputs the graph declares (extra keys ignored); integer inputs are given the integer type
+    the graph declares (token ids are int32 in exported text encoders, int64 in the float graphs)."""
+    feeds = {}
+    for i in session.get_inputs():
+        if i.name in inputs:
+            value = inputs[i.name]
+            want = _INT_TYPES.get(getattr(i, "type", None))
+            if want and getattr(value, "dtype", None) is not None and value.dtype.kind in "iu" and value.dtype != want:
+                value = value.astype(want)
+            feeds[i.name] = value
+    return session.run(None, feeds)

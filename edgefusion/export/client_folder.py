@@ -20,6 +20,8 @@ def write_component_configs(pipe, stage: Path) -> list[str]:
         module = getattr(pipe, attr)
         cfg = module.config.to_dict() if hasattr(module.config, "to_dict") else dict(module.config)
         cfg = {k: v for k, v in cfg.items() if not k.startswith("_") or k in ("_class_name", "_diffusers_version")}
+        if not hasattr(module.config, "to_dict"):  # a diffusers model: its class, as diffusers' own files name it
+            cfg = {"_class_name": type(module).__name__, "_diffusers_version": _diffusers_version(), **cfg}
         path = stage / folder / "config.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(cfg, indent=1, sort_keys=True, default=_jsonable) + "\n")

@@ -11,12 +11,17 @@ from pathlib import Path
 _DISABLED = ["CastChainElimination", "WeightBiasQuantization"]
 
 
-def open_session(path: str | Path, threads: int = 0):
+def open_session(path: str | Path, threads: int = 0, ort_defaults: bool = False):
     """An ``InferenceSession`` on CPU for an ONNX file (external data is read by onnxruntime, not Python).
 
     ``threads`` (or the ``EDGEFUSION_ORT_THREADS`` environment variable) caps intra-op threads; 0 = all cores.
+    ``ort_defaults``: onnxruntime's default session options instead (what optimum and diffusers open), with every
+    graph optimizer on, including the integer fusions the simulation disables.
     """
     import onnxruntime as ort
+
+    if ort_defaults:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     env = os.environ.get("EDGEFUSION_ORT_THREADS", "0").strip() or "0"
     if not env.isdigit():

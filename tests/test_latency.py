@@ -48,7 +48,7 @@ def test_qdq_graph_and_float_graph_plus_plan_give_the_same_npu_view(tiny_exports
 
     device = load_device("exynos2400")
     for policy in ("default", "w8a8"):
-        qdq = build_op_graph(onnx.load(str(tiny_exports[policy] / "unet" / "model.onnx"), load_external_data=False),
+        qdq = build_op_graph(onnx.load(str(tiny_exports[policy] / "unet" / "npu.onnx"), load_external_data=False),
                              "unet")
         unsized = [t for op in qdq.ops for t in op.inputs + op.outputs if not qdq.tensor_bytes.get(t)]
         assert not unsized, unsized[:3]

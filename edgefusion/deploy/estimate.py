@@ -70,9 +70,10 @@ def _export_device(export_dir: Path, manifest: dict) -> str:
 
 def component_graph_files(export_dir: Path, manifest: dict, component: str) -> list[Path]:
     """The ONNX file(s) of one component of an export (several when it was partitioned)."""
-    rec = manifest.get("components", {}).get(component) or {}
-    parts = (rec.get("partition") or {}).get("files")
-    files = [export_dir / f for f in parts] if parts else [export_dir / component / "model.onnx"]
+    from edgefusion.runtime.layout import npu_graph_files
+
+    found = npu_graph_files(export_dir, component, manifest)  # the NPU's graph, not the batch-dynamic client one
+    files = found if isinstance(found, list) else [found]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise EdgeFusionError(f"export folder '{export_dir}' lacks {missing[0]}", "re-run `edgefusion export`")

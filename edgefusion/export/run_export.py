@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import resource
 import shutil
 import sys
@@ -21,6 +20,8 @@ from edgefusion.export.atomic import atomic_dir
 from edgefusion.export.manifest import ComponentRecord, ExportManifest
 
 COMPONENT_ORDER = ("text_encoder", "unet", "vae_decoder")
+# the NPU graph's file per component; the UNet's <unet>/model.onnx is the batch-dynamic client graph around it
+NPU_FILE = {"text_encoder": "model.onnx", "unet": "npu.onnx", "vae_decoder": "model.onnx"}
 TILING_ACCURACY_DB = 0.1  # a tiled graph not identical to float rounding must be this close in SQNR vs PyTorch
 
 
@@ -58,12 +59,15 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
            progress: bool = True, tiling: bool = True, max_graph_mb: float | None = None,
            target_sqnr: float | None = None, latency_budget_ms: float | None = None,
            sensitivity: str | None = None, calibration_method: str | None = None,
-           strict: bool = False) -> ExportManifest:
+           strict: bool = False, backend: str = "auto", htp_samples: int = 4) -> ExportManifest:
     """Export and quantize a Stable Diffusion model for ``device``; returns the manifest of the written folder.
 
     Every argument maps to one CLI flag of ``edgefusion export``. All inputs are checked before heavy work starts,
     and the folder appears only when everything (including verification) succeeded. A failed fidelity check
     (:mod:`edgefusion.export.fidelity_check`) is a warning in the manifest, or an error with ``strict``.
+    ``backend``: ``qnn`` compiles every graph for the Snapdragon HTP (``edgefusion[qnn]``), ``auto`` does so when
+    the device is a Snapdragon and the extra is installed, ``emulated`` never; ``htp_samples`` verification inputs
+    run on the emulated HTP.
     """
     from edgefusion.calibration.prompts import read_prompts, split_prompts
     from edgefusion.models.source import DEFAULT_MODEL, resolve_model_source
@@ -80,6 +84,11 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
     from edgefusion.latency.device import load_device
 
     profile = load_device(device)  # a name or a YAML path; validated before any heavy work
+    from edgefusion.export.qnn_stage import qnn_requested
+
+    run_qnn, qnn_note = qnn_requested(backend, profile.name)
+    if htp_samples < 1:
+        raise EdgeFusionError(f"--htp-samples must be at least 1, got {htp_samples}", "pass e.g. --htp-samples 4")
     if max_graph_mb is not None:
         if max_graph_mb <= 0:
             raise EdgeFusionError(f"--max-graph-mb must be positive, got {max_graph_mb}", "pass e.g. 2048")
@@ -98,11 +107,12 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
     method = resolve_method(calibration_method, len(cal_prompts))  # one-line error when it needs more prompts
     with atomic_dir(out, overwrite) as stage:
         return _export_into(stage, source, spec, profile, cal_prompts, ver_prompts, steps, seed,
-                            allow_pickle, keep_float, progress, t_start, tiling, method.name, strict)
+                            allow_pickle, keep_float, progress, t_start, tiling, method.name, strict,
+                            (run_qnn, qnn_note, htp_samples))
 
 
 def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, steps, seed, allow_pickle,
-                 keep_float, progress, t_start, tiling, method, strict) -> ExportManifest:
+                 keep_float, progress, t_start, tiling, method, strict, qnn=(False, None, 4)) -> ExportManifest:
     from edgefusion.export.isolated import run_isolated
 
     work = stage / ".work"
@@ -135,10 +145,22 @@ def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, s
     for w in manifest.warnings:
         print(f"WARNING: {w}", file=sys.stderr, flush=True)
     manifest.tiling = {"enabled": tiling, "sites": o_info["tiling"]}
+    run_qnn, qnn_note, htp_samples = qnn
+    q_rss = None
+    if run_qnn:  # in its own process: the QNN libraries and the emulator's memory go away with it
+        from edgefusion.export.qnn_stage import qnn_stage
+
+        manifest.save(stage / "manifest.json")  # it reads the graph files recorded there
+        manifest.qnn, q_rss = run_isolated(qnn_stage, str(stage), profile.name, htp_samples)
+    elif qnn_note:
+        manifest.qnn = {"skipped": qnn_note}
+        manifest.notes.append(qnn_note)
     shutil.rmtree(work)
     if not keep_float:
         shutil.rmtree(stage / "float")
-    _write_model_index(stage)
+    from edgefusion.export.client_folder import write_model_index
+
+    write_model_index(stage)
     manifest.save(stage / "manifest.json")
     from edgefusion.deploy.estimate import estimate_export
 
@@ -148,6 +170,8 @@ def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, s
     manifest.timings_s = {**t_info["timings"], **o_info["timings"], "total": round(time.perf_counter() - t_start, 3)}
     manifest.peak_rss_after_stage_mb = {"torch_stage": round(t_rss, 1), "onnx_stage": round(o_rss, 1),
                                         "orchestrator": round(_peak_rss_mb(), 1)}
+    if q_rss is not None:
+        manifest.peak_rss_after_stage_mb["qnn_stage"] = round(q_rss, 1)
     manifest.peak_rss_mb = max(manifest.peak_rss_after_stage_mb.values())
     manifest.save(stage / "manifest.json")
     return manifest
@@ -199,6 +223,10 @@ def _torch_stage(stage: str, source: dict, cal_prompts, ver_prompts, steps, seed
     lap("torch_reference_image")
     pipe.tokenizer.save_pretrained(str(stage_dir / "tokenizer"))
     pipe.scheduler.save_pretrained(str(stage_dir / "scheduler"))
+    from edgefusion.export.client_folder import write_component_configs, write_slow_tokenizer_files
+
+    write_slow_tokenizer_files(pipe.tokenizer, stage_dir / "tokenizer")  # the slow CLIPTokenizer reads only these
+    write_component_configs(pipe, stage_dir)  # optimum's ORT models require <component>/config.json
     shapes = {"latent": list(cal.samples["vae_decoder"][0].inputs["latent_sample"].shape),
               "vae_scaling_factor": float(pipe.vae.config.scaling_factor), "height": h, "width": w}
     refs = {}
@@ -231,6 +259,8 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
                 device: dict, tile: bool, method: str) -> dict:
     """onnxruntime work (own process, no torch model): verify float graphs, quantize, verify, end-to-end image."""
     from edgefusion.calibration.capture import CalibrationSet
+    from edgefusion.export.client_graph import make_self_contained, verify_client_graph, write_client_graph
+    from edgefusion.export.deploy_form import apply_deploy_form, externalize_weights, write_shapes_file
     from edgefusion.export.fidelity_check import check_readings, fidelity_warnings
     from edgefusion.latency.device import DeviceProfile
     from edgefusion.metrics import mean_sqnr_db, psnr_db
@@ -247,16 +277,17 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
     with np.load(stage_dir / ".work" / "refs.npz") as data:
         refs_file = {k: data[k] for k in data.files}
     records, all_tiling = {}, {}
-    quant_graphs = {c: stage_dir / c / "model.onnx" for c in COMPONENT_ORDER}
+    quant_graphs = {c: stage_dir / c / NPU_FILE[c] for c in COMPONENT_ORDER}
     for comp in COMPONENT_ORDER:
         refs = [refs_file[f"{comp}/{i}"] for i in range(len(ver.samples[comp]))]
         fpath = stage_dir / "float" / comp / "model.onnx"
         sess = open_session(fpath)
         float_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
         del sess
-        qg = quantize_graph(fpath, stage_dir / comp / "model.onnx", comp, policy,
+        qg = quantize_graph(fpath, stage_dir / comp / NPU_FILE[comp], comp, policy,
                             [s.inputs for s in cal.samples[comp]], progress=progress, method=method,
                             groups=[s.prompt_index for s in cal.samples[comp]])
+        form = apply_deploy_form(qg.path, comp)  # before verification: the figures describe the graph written
         sess = open_session(qg.path)
         q_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
         del sess
@@ -290,7 +321,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
         nodes = Counter(n.op_type for n in qmodel.graph.node)
         del qmodel
         records[comp] = dict(
-            file=f"{comp}/model.onnx", bytes=_bytes_of(qg.path), layers=qg.resolved.counts(), plan=qg.plan.summary(),
+            file=f"{comp}/{NPU_FILE[comp]}", bytes=_bytes_of(qg.path), layers=qg.resolved.counts(), plan=qg.plan.summary(),
             node_counts={k: nodes.get(k, 0) for k in ("QuantizeLinear", "DequantizeLinear", "Cast")},
             qdq_by_op_type=qg.qdq_by_op_type(), float_vs_torch_sqnr_db=round(mean_sqnr_db(refs, float_out), 2),
             quant_vs_torch_sqnr_db=round(mean_sqnr_db(refs, q_out), 2),
@@ -299,6 +330,17 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
             tiling={k: v for k, v in tiling.items() if k != "sites"} | ({"sites": len(tiling["sites"])}
                                                                           if tiling else {}))
         qg.resolved.save(stage_dir / comp / "precisions.json")
+        form["unshaped_tensors"] = write_shapes_file(qg.path)
+        records[comp]["deploy_form"] = form
+        client = None
+        if comp == "unet":  # a client calls the UNet with batch 2 under CFG; the NPU graph stays batch 1
+            externalize_weights(qg.path)
+            client = write_client_graph(qg.path, stage_dir / comp / "model.onnx")
+            records[comp]["client"] = verify_client_graph(client, [s.inputs for s in ver.samples[comp]], q_out)
+            if not records[comp]["client"]["identical_to_npu_graph"] and \
+                    records[comp]["client"]["vs_npu_graph_sqnr_db"] < 80:
+                raise EdgeFusionError(f"the batch-dynamic client {comp} differs from the NPU graph "
+                                      f"({records[comp]['client']['vs_npu_graph_sqnr_db']} dB)", "report the model")
         part = _partition_component(qg.path, profile)
         if part:  # verified: the chained parts compute what the whole graph computed
             from edgefusion.runtime.chained import ChainedSession
@@ -311,8 +353,12 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
             if part["chained_vs_whole_sqnr_db"] < 80:
                 raise EdgeFusionError(f"the partitioned {comp} differs from the whole graph "
                                       f"({part['chained_vs_whole_sqnr_db']} dB)", "report the model")
+            if client is not None:  # it pointed at the whole graph's weights, which go now
+                make_self_contained(client)
             for f in qg.path.parent.glob(qg.path.name + "*"):
                 f.unlink()
+            for f in part["files"]:
+                write_shapes_file(stage_dir / f)
             records[comp]["partition"] = part
             records[comp]["file"] = f"{comp}/part*.onnx ({len(part['files'])} sub-graphs)"
             quant_graphs[comp] = [stage_dir / f for f in part["files"]]
@@ -355,13 +401,3 @@ def _partition_component(path: Path, device) -> dict:
         return {}
     files = write_partitions(path, plan, path.parent)
     return {"files": [f"{path.parent.name}/{f.name}" for f in files], **plan.to_dict()}
-
-
-def _write_model_index(stage: Path) -> None:
-    """optimum-style ``model_index.json`` naming the sub-folders (for tools that look for one)."""
-    index = {"_class_name": "ORTStableDiffusionPipeline", "_edgefusion": True,
-             "text_encoder": ["onnx", "model.onnx"], "unet": ["onnx", "model.onnx"],
-             "vae_decoder": ["onnx", "model.onnx"], "tokenizer": ["transformers", "CLIPTokenizer"],
-             "scheduler": ["diffusers", json.loads((stage / "scheduler" / "scheduler_config.json").read_text())
-                           ["_class_name"]]}
-    (stage / "model_index.json").write_text(json.dumps(index, indent=1) + "\n")

@@ -73,7 +73,7 @@ def write_intermediate_shapes(model: onnx.ModelProto) -> int:
     Compilers such as Qualcomm's QNN execution provider need a shape on every tensor, and onnx infers none after
     ``GroupNormalization``-21; the project's weight-free inference (GroupNorm standing in as Identity) supplies
     them. Returns the number of tensors left without a full static shape (0 when every one is known)."""
-    from edgefusion.quant.shape_inference import infer_weight_free
+    from edgefusion.graph.shapes import infer_weight_free
 
     inferred = infer_weight_free(model)
     g = model.graph

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,40 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import capture_unet_samples, ort_reader, rss_mb, run_measured  # noqa: E402
 
 
 def prepare(preset: str, samples: int, steps: int, verify: int, work: Path) -> dict:
-    """Build the preset, capture calibration + verification sets, export the float UNet (parent process)."""
-    from diffusers.utils import logging as dl
-    from transformers.utils import logging as tl
-
-    from edgefusion.calibration.capture import capture_calibration
-    from edgefusion.calibration.prompts import read_prompts, split_prompts
-    from edgefusion.export.torch_to_onnx import export_component
-    from edgefusion.models.source import load_pipeline, resolve_model_source
-
-    dl.set_verbosity_error()
-    tl.set_verbosity_error()
-    src = resolve_model_source(preset)
-    pipe = load_pipeline(src, quiet=True)
-    s = src.sampler
-    n_prompts = max(1, samples // (2 * steps))
-    cal_p, ver_p = split_prompts(read_prompts(), n_prompts, verify)
-    t = time.perf_counter()
-    cal = capture_calibration(pipe, cal_p, steps, s.guidance_scale, s.height, s.width, progress=True)
-    ver = capture_calibration(pipe, ver_p, steps, s.guidance_scale, s.height, s.width, seed=999, progress=True)
-    t_cal = time.perf_counter() - t
-    cal.samples["unet"] = cal.samples["unet"][:samples]
-    cal.save(work / "cal")
-    ver.save(work / "ver")
-    t = time.perf_counter()
-    export_component(pipe, "unet", cal.samples["unet"][0].inputs, work / "float" / "model.onnx")
-    t_exp = time.perf_counter() - t
-    return {"calibration_s": t_cal, "export_s": t_exp, "cal_samples": len(cal.samples["unet"]),
-            "verify_samples": len(ver.samples["unet"])}
+    """Build the preset, capture calibration + verification sets, export the float UNet (child process)."""
+    return capture_unet_samples(preset, samples, steps, verify, work, verify_seed=999)
 
 
 def child(side: str, work: Path, policy: str) -> dict:
@@ -71,7 +42,7 @@ def child(side: str, work: Path, policy: str) -> dict:
     fpath = work / "float" / "model.onnx"
     out = work / f"{side}-{policy}" / "model.onnx"
     out.parent.mkdir(exist_ok=True)
-    rss0 = _rss_mb()
+    rss0 = rss_mb()
     t = time.perf_counter()
     if side == "ours":
         from edgefusion.quant.quantize_graph import quantize_graph
@@ -82,7 +53,7 @@ def child(side: str, work: Path, policy: str) -> dict:
     else:  # float reference outputs
         out = fpath
     wall = time.perf_counter() - t
-    rss = _rss_mb()
+    rss = rss_mb()
     sess = open_session(out)
     outs = [run_session(sess, s.inputs)[0] for s in ver.samples["unet"]]
     del sess
@@ -99,7 +70,7 @@ def child(side: str, work: Path, policy: str) -> dict:
 def _ort_quantize(fpath: Path, out: Path, spec, cal) -> None:
     """onnxruntime's quantize_static with edgefusion's precision assignment."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     from edgefusion.quant.graph_index import GraphIndex
     from edgefusion.quant.layers import find_layers
@@ -116,36 +87,17 @@ def _ort_quantize(fpath: Path, out: Path, spec, cal) -> None:
     overrides = {t: [{"quant_type": QuantType.QUInt16}] for t, b in plan.act_bits.items() if b == 16}
     del model
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(s.inputs for s in cal.samples["unet"])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(str(fpath), str(out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+    quantize_static(str(fpath), str(out), ort_reader([s.inputs for s in cal.samples["unet"]]),
+                    quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     nodes_to_quantize=nodes, use_external_data_format=True,
                     extra_options={"TensorQuantOverrides": overrides, "ActivationSymmetric": False,
                                    "WeightSymmetric": True})
 
 
-def _oom_first() -> None:
-    """Make a child the out-of-memory killer's first choice (onnxruntime's calibrator can outgrow the machine)."""
-    try:
-        Path("/proc/self/oom_score_adj").write_text("1000")
-    except OSError:
-        pass
-
-
 def _run_child(side: str, work: Path, policy: str) -> dict:
-    res = subprocess.run([sys.executable, __file__, "--child", side, "--work", str(work), "--policy", policy],
-                         capture_output=True, text=True, preexec_fn=_oom_first)
-    if res.returncode != 0:
-        why = ("killed (SIGKILL: out of memory)" if res.returncode == -9 else
-               (res.stderr.strip().splitlines() or ["failed"])[-1])
-        return {"error": why, "returncode": res.returncode}
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return run_measured([sys.executable, __file__, "--child", side, "--work", str(work), "--policy", policy],
+                        work / "logs" / f"{side}-{policy}")
 
 
 def main() -> int:
@@ -169,12 +121,11 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     # the float model lives in its own process: a child's ru_maxrss starts at its parent's size when forked,
     # so this process must stay small for the children's peak RSS to be their own
-    res = subprocess.run([sys.executable, __file__, "--child", "prepare", "--work", str(work), "--preset", args.preset,
-                          "--samples", str(args.samples), "--steps", str(args.steps), "--verify", str(args.verify)],
-                         stdout=subprocess.PIPE, text=True)
-    if res.returncode != 0:
-        raise SystemExit(f"prepare failed with status {res.returncode}")
-    info = json.loads(res.stdout.strip().splitlines()[-1])
+    info = run_measured([sys.executable, __file__, "--child", "prepare", "--work", str(work), "--preset", args.preset,
+                         "--samples", str(args.samples), "--steps", str(args.steps), "--verify", str(args.verify)],
+                        work / "logs" / "prepare")
+    if "error" in info:
+        raise SystemExit(f"prepare failed: {info['error']}")
     print(f"[{args.preset}] calibration capture {info['calibration_s']:.1f} s, float UNet export "
           f"{info['export_s']:.1f} s, {info['cal_samples']} calibration / {info['verify_samples']} held-out samples",
           flush=True)

@@ -28,7 +28,11 @@ def test_export_folder_layout_and_manifest(tiny_exports):
     unet = m.components["unet"]
     assert unet.layers["Softmax"] == {"W8A16": unet.layers["Softmax"]["W8A16"]}
     assert set(unet.layers["GroupNorm"]) == {"FP16"} and set(unet.layers["SiLU"]) == {"FP16"}
-    assert unet.layers["Conv"]["W8A16"] == 1 and set(unet.layers["Conv"]) == {"W8A8", "W8A16"}  # conv_in 16-bit
+    assert unet.layers["Conv"]["W8A16"] == 1 and set(unet.layers["Conv"]) == {"W8A8", "W8A16"}  # conv_in's rule
+    # ranges: cross-validated over the 4 calibration prompts, the 16-bit tensors widened at least as much as 8-bit
+    assert unet.ranges["method"] == "crossval" and len(unet.ranges["measured"]["crossval_sqnr_db"]) > 1
+    assert float(unet.ranges["alpha"]["16"]) >= float(unet.ranges["alpha"]["8"]) >= 1.0
+    assert m.calibration["method"] == "crossval"
     for c in m.components.values():
         assert c.float_vs_torch_sqnr_db > 60  # the float export itself is exact to fp32 rounding
     assert m.end_to_end["float_onnx_vs_torch_psnr_db"] > 60

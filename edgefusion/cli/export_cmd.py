@@ -26,7 +26,13 @@ def add_parser(sub) -> None:
                    help="activation ranges: crossval (default: min/max widened per bit width by the factor that "
                         "quantizes held-out calibration prompts best), minmax, or mse (clipping by least error)")
     p.add_argument("--device", default="exynos2400",
-                   help="device profile: exynos2400, exynos2200, generic, or a profile YAML path")
+                   help="device profile: exynos2400, exynos2200, snapdragon8gen3, generic, or a profile YAML path")
+    p.add_argument("--backend", default="auto", choices=("auto", "emulated", "qnn"),
+                   help="vendor compile/verify step: qnn compiles every graph for the Snapdragon HTP (needs "
+                        "pip install 'edgefusion[qnn]'); auto does so when the device is a Snapdragon and the extra "
+                        "is installed; emulated never")
+    p.add_argument("--htp-samples", type=int, default=4,
+                   help="verification inputs per graph run on the emulated HTP (x86 emulation is slow)")
     p.add_argument("--no-tiling", action="store_true", help="do not tile attention for the device's SRAM")
     p.add_argument("--max-graph-mb", type=float, default=None,
                    help="per-graph weight limit in MB (default: the device profile's); larger graphs are split")
@@ -62,6 +68,7 @@ def run(args) -> int:
                       progress=not (args.no_progress or args.json), tiling=not args.no_tiling,
                       max_graph_mb=args.max_graph_mb, target_sqnr=args.target_sqnr,
                       latency_budget_ms=args.latency_budget_ms, sensitivity=args.sensitivity,
-                      calibration_method=args.calibration_method, strict=args.strict)
+                      calibration_method=args.calibration_method, strict=args.strict,
+                      backend=args.backend, htp_samples=args.htp_samples)
     print(json.dumps(manifest.to_dict(), indent=1) if args.json else format_summary(manifest, out))
     return 0

@@ -1,5 +1,5 @@
-"""``edgefusion latency``: one flag per keyword of :func:`edgefusion.latency.estimate.estimate_export` /
-:func:`edgefusion.latency.estimate.estimate_model`."""
+"""``edgefusion latency``: one flag per keyword of :func:`edgefusion.deploy.estimate.estimate_export` /
+:func:`edgefusion.deploy.estimate.estimate_model`."""
 
 from __future__ import annotations
 
@@ -42,12 +42,12 @@ def run(args) -> int:
             raise EdgeFusionError("--no-tiling, --height, --width and --mpq-policy apply to --model only; an "
                                   "export folder is estimated as it was written",
                                   "re-export with the settings you want, or use --model")
-        from edgefusion.latency.estimate import estimate_export
+        from edgefusion.deploy.estimate import estimate_export
 
         report = estimate_export(args.export_dir, device=args.device, steps=args.steps,
                                  guidance_scale=args.guidance_scale, backend=args.backend)
     else:
-        from edgefusion.latency.estimate import estimate_model
+        from edgefusion.deploy.estimate import estimate_model
 
         report = estimate_model(model=args.model, mpq_policy=args.mpq_policy, device=args.device or "exynos2400",
                                 steps=args.steps, tiling=not args.no_tiling, guidance_scale=args.guidance_scale,

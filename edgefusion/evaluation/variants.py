@@ -87,10 +87,14 @@ def read_export(path: str | Path) -> ExportInfo:
 
 
 def _graph_files(manifest: dict, comp: str) -> list[str]:
-    """``<comp>/model.onnx``, or the sub-graph files of a partitioned component (as the runtime reads them)."""
+    """The NPU graph's file(s) relative to the export (the manifest's ``file``, or the sub-graph files of a
+    partitioned component), as the runtime reads them."""
     rec = manifest.get("components", {}).get(comp)
     parts = (rec.get("partition") or {}).get("files") if isinstance(rec, dict) else None
-    return [str(f) for f in parts] if isinstance(parts, list) and parts else [f"{comp}/model.onnx"]
+    if isinstance(parts, list) and parts:
+        return [str(f) for f in parts]
+    file = rec.get("file") if isinstance(rec, dict) else None
+    return [file] if isinstance(file, str) and file.endswith(".onnx") else [f"{comp}/model.onnx"]
 
 
 def _same_model_key(manifest: dict) -> dict:

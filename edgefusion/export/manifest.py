@@ -24,6 +24,8 @@ class ComponentRecord:
     tiling: dict = field(default_factory=dict)  # tiled sites, tiled-vs-untiled SQNR and max |diff|
     partition: dict = field(default_factory=dict)  # sub-graph files, cuts, sizes, chained-vs-whole SQNR
     ranges: dict = field(default_factory=dict)  # calibration method, its range factors and what they were chosen on
+    deploy_form: dict = field(default_factory=dict)  # structural passes applied (folded casts, int32 ids, shapes)
+    client: dict = field(default_factory=dict)  # the batch-dynamic client graph (UNet) and its check vs the NPU graph
 
 
 @dataclass
@@ -45,6 +47,7 @@ class ExportManifest:
     peak_rss_after_stage_mb: dict[str, float] = field(default_factory=dict)  # where the peak grew
     latency: dict | None = None  # LatencyReport.summary() for the device (full detail in latency.json)
     tiling: dict = field(default_factory=dict)  # {"enabled": bool, "sites": {component/softmax node: decision}}
+    qnn: dict | None = None  # Qualcomm QNN HTP compilation and emulated verification (edgefusion[qnn])
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # every warning the run printed: failed fidelity checks,
     # policy rules that match no layer, prompts the tokenizer cuts ... (each an error under --strict)

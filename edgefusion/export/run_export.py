@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import resource
 import shutil
 import time
@@ -20,6 +19,8 @@ from edgefusion.export.atomic import atomic_dir
 from edgefusion.export.manifest import ComponentRecord, ExportManifest
 
 COMPONENT_ORDER = ("text_encoder", "unet", "vae_decoder")
+# the NPU graph's file per component; the UNet's <unet>/model.onnx is the batch-dynamic client graph around it
+NPU_FILE = {"text_encoder": "model.onnx", "unet": "npu.onnx", "vae_decoder": "model.onnx"}
 TILING_ACCURACY_DB = 0.1  # a tiled graph not identical to float rounding must be this close in SQNR vs PyTorch
 
 
@@ -57,7 +58,7 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
            progress: bool = True, tiling: bool = True, max_graph_mb: float | None = None,
            target_sqnr: float | None = None, latency_budget_ms: float | None = None,
            sensitivity: str | None = None, calibration_method: str | None = None,
-           strict: bool = False) -> ExportManifest:
+           strict: bool = False, backend: str = "auto", htp_samples: int = 4) -> ExportManifest:
     """Export and quantize a Stable Diffusion model for ``device``; returns the manifest of the written folder.
 
     Every argument maps to one CLI flag of ``edgefusion export``. All inputs are checked before heavy work starts,
@@ -65,6 +66,9 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
     check of :mod:`edgefusion.export.fidelity_check`, a policy rule that matches no layer, a prompt the tokenizer
     cuts) are printed and recorded in the manifest; ``strict`` makes each of them an error
     (:mod:`edgefusion.diagnostics`).
+    ``backend``: ``qnn`` compiles every graph for the Snapdragon HTP (``edgefusion[qnn]``), ``auto`` does so when
+    the device is a Snapdragon and the extra is installed, ``emulated`` never; ``htp_samples`` verification inputs
+    run on the emulated HTP.
     """
     from edgefusion.calibration.prompts import read_prompts, split_prompts
     from edgefusion.models.source import DEFAULT_MODEL, resolve_model_source
@@ -81,6 +85,11 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
     from edgefusion.latency.device import load_device
 
     profile = load_device(device)  # a name or a YAML path; validated before any heavy work
+    from edgefusion.export.qnn_stage import qnn_requested
+
+    run_qnn, qnn_note = qnn_requested(backend, profile.name)
+    if htp_samples < 1:
+        raise EdgeFusionError(f"--htp-samples must be at least 1, got {htp_samples}", "pass e.g. --htp-samples 4")
     if max_graph_mb is not None:
         if not max_graph_mb > 0 or max_graph_mb == float("inf"):
             raise EdgeFusionError(f"--max-graph-mb must be positive, got {max_graph_mb}", "pass e.g. 2048")
@@ -94,32 +103,29 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
         raise EdgeFusionError("calibration steps and verification prompts must be at least 1",
                               "pass --calib-steps N and --verify-prompts N with N >= 1")
 
-    from edgefusion.quant.range_methods import DEFAULT_METHOD, get_method
+    from edgefusion.quant.range_methods import resolve_method
 
-    method = get_method(calibration_method or DEFAULT_METHOD)
-    if len(cal_prompts) < method.min_groups:
-        raise EdgeFusionError(f"calibration method '{method.name}' needs at least {method.min_groups} calibration "
-                              f"prompts, got {len(cal_prompts)}", f"pass --calib-prompts {method.min_groups} or "
-                              "more, or --calibration-method minmax")
+    method = resolve_method(calibration_method, len(cal_prompts))  # one-line error when it needs more prompts
     with diagnostics.session(strict), atomic_dir(out, overwrite) as stage:
         return _export_into(stage, source, spec, profile, cal_prompts, ver_prompts, steps, seed,
-                            allow_pickle, keep_float, progress, t_start, tiling, method.name)
+                            allow_pickle, keep_float, progress, t_start, tiling, method.name,
+                            (run_qnn, qnn_note, htp_samples))
 
 
 def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, steps, seed, allow_pickle,
-                 keep_float, progress, t_start, tiling, method) -> ExportManifest:
+                 keep_float, progress, t_start, tiling, method, qnn=(False, None, 4)) -> ExportManifest:
     from edgefusion.export.isolated import run_isolated
 
     work = stage / ".work"
     work.mkdir()
     t_info, t_rss = run_isolated(_torch_stage, str(stage), source.to_dict(), cal_prompts, ver_prompts, steps, seed,
                                  allow_pickle, progress, scratch=work)
-    auto_run = {}
+    laps, extra_rss = {}, {}  # the orchestrator's own steps (timings) and processes (peak RSS) besides the two stages
     if hasattr(spec, "choose"):  # --mpq-policy auto: from the UNet's sensitivity on this calibration set
         request, t_auto = spec, time.perf_counter()
         spec = request.choose(stage, source.to_dict(), t_info["shapes"], seed, progress, profile.to_dict(), tiling,
                               method)
-        auto_run = {"seconds": round(time.perf_counter() - t_auto, 3), "peak_rss_mb": request.peak_rss_mb}
+        laps["auto_policy"], extra_rss["auto_policy_stage"] = time.perf_counter() - t_auto, request.peak_rss_mb
     manifest = ExportManifest(
         edgefusion_version=__version__, versions=_versions(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), source=source.to_dict(),
@@ -143,36 +149,47 @@ def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, s
         diagnostics.warn(w, "fix the policy or the calibration (the README's fidelity section says how), or export "
                             "without --strict to keep the folder")
     manifest.tiling = {"enabled": tiling, "sites": o_info["tiling"]}
+    run_qnn, qnn_note, htp_samples = qnn
+    if run_qnn:  # in its own process: the QNN libraries and the emulator's memory go away with it
+        from edgefusion.export.qnn_stage import qnn_stage
+
+        manifest.save(stage / "manifest.json")  # it reads the graph files recorded there
+        t_qnn = time.perf_counter()
+        manifest.qnn, extra_rss["qnn_stage"] = run_isolated(qnn_stage, str(stage), profile.name, htp_samples,
+                                                            scratch=work)
+        laps["qnn_stage"] = time.perf_counter() - t_qnn
+    elif qnn_note:
+        manifest.qnn = {"skipped": qnn_note}
+        manifest.notes.append(qnn_note)
     shutil.rmtree(work)
     if not keep_float:
         shutil.rmtree(stage / "float")
-    _write_model_index(stage)
+    from edgefusion.export.client_folder import write_model_index
+
+    write_model_index(stage)
     manifest.save(stage / "manifest.json")
-    from edgefusion.latency.estimate import estimate_export
+    from edgefusion.deploy.estimate import estimate_export
 
     t_latency = time.perf_counter()
     report = estimate_export(stage, device=_device_ref(profile, stage), backend="emulated")
     report.save(stage / "latency.json")
     manifest.latency = report.summary()
-    manifest.timings_s = _whole_run_timings(t_info["timings"], o_info["timings"], auto_run,
-                                            time.perf_counter() - t_latency, t_start)
+    laps["latency_estimate"] = time.perf_counter() - t_latency
+    manifest.timings_s = _whole_run_timings({**t_info["timings"], **o_info["timings"], **laps}, t_start)
     manifest.peak_rss_after_stage_mb = {"torch_stage": round(t_rss, 1), "onnx_stage": round(o_rss, 1),
                                         "orchestrator": round(_peak_rss_mb(), 1)}
-    if auto_run:
-        manifest.peak_rss_after_stage_mb["auto_policy_stage"] = round(auto_run["peak_rss_mb"], 1)
+    manifest.peak_rss_after_stage_mb.update({k: round(v, 1) for k, v in extra_rss.items()})
     manifest.peak_rss_mb = max(manifest.peak_rss_after_stage_mb.values())
     manifest.warnings, manifest.strict = diagnostics.recorded(), diagnostics.strict()
     manifest.save(stage / "manifest.json")
     return manifest
 
 
-def _whole_run_timings(torch_laps: dict, onnx_laps: dict, auto_run: dict, latency_s: float,
-                       t_start: float) -> dict[str, float]:
-    """Stage timings that add up to the whole run: the children's own laps, the automatic policy's process, the
-    latency estimate, and ``startup_and_io`` for the rest (process start-up and imports, checks, file moves)."""
-    laps = {**torch_laps, **onnx_laps, "latency_estimate": round(latency_s, 3)}
-    if auto_run:
-        laps["auto_policy"] = auto_run["seconds"]
+def _whole_run_timings(laps: dict[str, float], t_start: float) -> dict[str, float]:
+    """Timings that add up to the whole run: the stages' own laps, the orchestrator's steps (automatic policy,
+    QNN stage, latency estimate), and ``startup_and_io`` for the rest (process start-up and imports, checks, file
+    moves)."""
+    laps = {k: round(v, 3) for k, v in laps.items()}
     total = round(time.perf_counter() - t_start, 3)
     return {**laps, "startup_and_io": round(max(total - sum(laps.values()), 0.0), 3), "total": total}
 
@@ -227,6 +244,10 @@ def _torch_stage(stage: str, source: dict, cal_prompts, ver_prompts, steps, seed
     lap("torch_reference_image")
     pipe.tokenizer.save_pretrained(str(stage_dir / "tokenizer"))
     pipe.scheduler.save_pretrained(str(stage_dir / "scheduler"))
+    from edgefusion.export.client_folder import write_component_configs, write_slow_tokenizer_files
+
+    write_slow_tokenizer_files(pipe.tokenizer, stage_dir / "tokenizer")  # the slow CLIPTokenizer reads only these
+    write_component_configs(pipe, stage_dir)  # optimum's ORT models require <component>/config.json
     shapes = {"latent": list(cal.samples["vae_decoder"][0].inputs["latent_sample"].shape),
               "vae_scaling_factor": float(pipe.vae.config.scaling_factor), "height": h, "width": w}
     refs = {}
@@ -259,6 +280,8 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
                 device: dict, tile: bool, method: str) -> dict:
     """onnxruntime work (own process, no torch model): verify float graphs, quantize, verify, end-to-end image."""
     from edgefusion.calibration.capture import CalibrationSet
+    from edgefusion.export.client_graph import make_self_contained, verify_client_graph, write_client_graph
+    from edgefusion.export.deploy_form import apply_deploy_form, externalize_weights, write_shapes_file
     from edgefusion.export.fidelity_check import check_readings, fidelity_warnings
     from edgefusion.latency.device import DeviceProfile
     from edgefusion.metrics import mean_sqnr_db, psnr_db
@@ -275,16 +298,17 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
     with np.load(stage_dir / ".work" / "refs.npz") as data:
         refs_file = {k: data[k] for k in data.files}
     records, all_tiling = {}, {}
-    quant_graphs = {c: stage_dir / c / "model.onnx" for c in COMPONENT_ORDER}
+    quant_graphs = {c: stage_dir / c / NPU_FILE[c] for c in COMPONENT_ORDER}
     for comp in COMPONENT_ORDER:
         refs = [refs_file[f"{comp}/{i}"] for i in range(len(ver.samples[comp]))]
         fpath = stage_dir / "float" / comp / "model.onnx"
         sess = open_session(fpath)
         float_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
         del sess
-        qg = quantize_graph(fpath, stage_dir / comp / "model.onnx", comp, policy,
+        qg = quantize_graph(fpath, stage_dir / comp / NPU_FILE[comp], comp, policy,
                             [s.inputs for s in cal.samples[comp]], progress=progress, method=method,
                             groups=[s.prompt_index for s in cal.samples[comp]])
+        form = apply_deploy_form(qg.path, comp)  # before verification: the figures describe the graph written
         sess = open_session(qg.path)
         q_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
         del sess
@@ -318,7 +342,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
         nodes = Counter(n.op_type for n in qmodel.graph.node)
         del qmodel
         records[comp] = dict(
-            file=f"{comp}/model.onnx", bytes=_bytes_of(qg.path), layers=qg.resolved.counts(), plan=qg.plan.summary(),
+            file=f"{comp}/{NPU_FILE[comp]}", bytes=_bytes_of(qg.path), layers=qg.resolved.counts(), plan=qg.plan.summary(),
             node_counts={k: nodes.get(k, 0) for k in ("QuantizeLinear", "DequantizeLinear", "Cast")},
             qdq_by_op_type=qg.qdq_by_op_type(), float_vs_torch_sqnr_db=round(mean_sqnr_db(refs, float_out), 2),
             quant_vs_torch_sqnr_db=round(mean_sqnr_db(refs, q_out), 2),
@@ -327,6 +351,17 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
             tiling={k: v for k, v in tiling.items() if k != "sites"} | ({"sites": len(tiling["sites"])}
                                                                           if tiling else {}))
         qg.resolved.save(stage_dir / comp / "precisions.json")
+        form["unshaped_tensors"] = write_shapes_file(qg.path)
+        records[comp]["deploy_form"] = form
+        client = None
+        if comp == "unet":  # a client calls the UNet with batch 2 under CFG; the NPU graph stays batch 1
+            externalize_weights(qg.path)
+            client = write_client_graph(qg.path, stage_dir / comp / "model.onnx")
+            records[comp]["client"] = verify_client_graph(client, [s.inputs for s in ver.samples[comp]], q_out)
+            if not records[comp]["client"]["identical_to_npu_graph"] and \
+                    records[comp]["client"]["vs_npu_graph_sqnr_db"] < 80:
+                raise EdgeFusionError(f"the batch-dynamic client {comp} differs from the NPU graph "
+                                      f"({records[comp]['client']['vs_npu_graph_sqnr_db']} dB)", "report the model")
         part = _partition_component(qg.path, profile)
         if part:  # verified: the chained parts compute what the whole graph computed
             from edgefusion.runtime.chained import ChainedSession
@@ -339,8 +374,12 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
             if part["chained_vs_whole_sqnr_db"] < 80:
                 raise EdgeFusionError(f"the partitioned {comp} differs from the whole graph "
                                       f"({part['chained_vs_whole_sqnr_db']} dB)", "report the model")
+            if client is not None:  # it pointed at the whole graph's weights, which go now
+                make_self_contained(client)
             for f in qg.path.parent.glob(qg.path.name + "*"):
                 f.unlink()
+            for f in part["files"]:
+                write_shapes_file(stage_dir / f)
             records[comp]["partition"] = part
             records[comp]["file"] = f"{comp}/part*.onnx ({len(part['files'])} sub-graphs)"
             quant_graphs[comp] = [stage_dir / f for f in part["files"]]
@@ -364,7 +403,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
 
 def _tile_component(path: Path, component: str, device) -> dict:
     """Tile the attention of the written graph for ``device`` (structure only: external weights stay in place)."""
-    from edgefusion.latency.estimate import tile_for_device
+    from edgefusion.deploy.tiling import tile_for_device
 
     model = onnx.load(str(path), load_external_data=False)
     decided = tile_for_device(model, component, device)
@@ -383,13 +422,3 @@ def _partition_component(path: Path, device) -> dict:
         return {}
     files = write_partitions(path, plan, path.parent)
     return {"files": [f"{path.parent.name}/{f.name}" for f in files], **plan.to_dict()}
-
-
-def _write_model_index(stage: Path) -> None:
-    """optimum-style ``model_index.json`` naming the sub-folders (for tools that look for one)."""
-    index = {"_class_name": "ORTStableDiffusionPipeline", "_edgefusion": True,
-             "text_encoder": ["onnx", "model.onnx"], "unet": ["onnx", "model.onnx"],
-             "vae_decoder": ["onnx", "model.onnx"], "tokenizer": ["transformers", "CLIPTokenizer"],
-             "scheduler": ["diffusers", json.loads((stage / "scheduler" / "scheduler_config.json").read_text())
-                           ["_class_name"]]}
-    (stage / "model_index.json").write_text(json.dumps(index, indent=1) + "\n")

@@ -37,6 +37,13 @@ def format_summary(m: ExportManifest, out: str | None = None) -> str:
         parts = ", ".join(f"{k} {v['ms']:.1f} ms x{v['calls']}" for k, v in lat["components"].items())
         lines.append(f"estimated latency on {lat['device']} ({lat['backend']}): {lat['total_ms']:.1f} ms per image "
                      f"({lat['steps']} steps: {parts}); details in latency.json")
+    q = m.qnn or {}
+    if q.get("components"):
+        figs = ", ".join(f"{k} {v['compiled']}/{v['of']}" + (f" {v['htp_vs_cpu_sqnr_db']} dB" if "htp_vs_cpu_sqnr_db"
+                                                              in v else "") for k, v in q["components"].items())
+        lines.append(f"QNN HTP ({q['device']}, emulated on x86): {q['graphs_compiled']}/{q['graphs_total']} graphs "
+                     f"compiled, {q['cpu_nodes']} CPU nodes; emulated HTP vs CPU SQNR: {figs}; context binaries "
+                     f"under qnn/ (no latency from the emulator)")
     lines += [f"note: {n}" for n in m.notes]
     lines += [f"WARNING: {w}" for w in m.warnings]
     if out:

@@ -21,7 +21,7 @@ import onnx
 from edgefusion.errors import EdgeFusionError
 from edgefusion.latency.cost_model import GraphCost, estimate_graph
 from edgefusion.latency.device import DeviceProfile
-from edgefusion.latency.op_graph import build_op_graph
+from edgefusion.graph.op_graph import build_op_graph
 
 GROUP = "edgefusion.latency_backends"
 
@@ -31,6 +31,7 @@ class LatencyBackend:
 
     name = "base"
     devices: tuple[str, ...] | None = None  # device profiles it can measure; None = any
+    measures_latency = True  # False: a compile/verify backend (e.g. QNN on an emulator) that ``auto`` skips for latency
 
     def unavailable_reason(self) -> str | None:
         """``None`` when the backend can run on this machine, else a one-line reason."""
@@ -115,6 +116,9 @@ def select_backend(name: str, device: DeviceProfile) -> tuple[LatencyBackend, li
             continue
         backend = cls()
         if backend.devices is not None and device.name not in backend.devices:
+            continue
+        if not getattr(backend, "measures_latency", True):
+            notes.append(f"backend '{bname}' skipped: it compiles and verifies, it measures no latency")
             continue
         why = backend.unavailable_reason()
         if why is None:

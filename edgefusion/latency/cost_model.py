@@ -1,31 +1,29 @@
-"""Roofline cost of an :class:`OpGraph` on a :class:`DeviceProfile`, with kernel fusion and SRAM residency.
+"""Cost of an :class:`~edgefusion.graph.op_graph.OpGraph` on a :class:`DeviceProfile`, from the hardware up.
 
-* **Fusion**: an elementwise op (bias add, residual add, sigmoid/mul of SiLU, GELU ...) whose activation input
-  comes from another op, where every consumer of that tensor is elementwise too, runs inside its producer's
-  kernel: no launch overhead, and the intermediate tensor never exists in memory.
-* **Engines**: Conv/MatMul/Gemm on the tensor engines (MACs / (MAC/s x precision rate)); softmax, norms,
-  activations, elementwise and data movement on the vector engines (elements x ops-per-element / (op/s x rate)).
-* **Memory**: weights stream from DRAM once per call. A kernel whose activation working set (inputs + outputs)
-  fits the on-chip SRAM keeps its outputs there; otherwise it streams inputs from and outputs to DRAM. Tensors
-  stay on chip while live; when SRAM runs out the live tensor needed furthest in the future is spilled (written
-  to DRAM, read back by each later consumer) -- Belady's rule. Graph inputs are read from, outputs written to, DRAM.
-* **Time** of a kernel = max(compute, DRAM bytes / bandwidth) + per-kernel overhead; a graph adds a per-call
-  overhead. Kernels produced by attention tiling are a loop of identical kernels the compiler issues back to back,
-  so every tile after the first (and the split/concat) pays the per-tile overhead instead of the per-node one.
+* **Compute**: tensor-engine kernels take MACs / (MAC/s x efficiency x precision rate); vector-engine work takes
+  elements x operations per element / (lane-op/s x efficiency x precision rate); a fused kernel's tail runs on
+  the vector engines while its head runs on the tensor engines (pipelined: the longer of the two).
+* **Memory**: SRAM residency and the DRAM traffic of every kernel (:mod:`edgefusion.latency.residency`) at the
+  sustained DMA bandwidth. DMA overlaps compute (double buffering, weight prefetch), so a kernel takes the longer
+  of its compute and its DRAM time.
+* **Overheads**: every kernel pays a launch (a tile after the first of a tiled attention pays the smaller per-tile
+  cost: the loop is already set up); a kernel on the other engine than the previous one pays a tensor<->vector
+  hand-off (synchronisation through the shared scratchpad: too-small tiles lose to it); a graph call pays the
+  host->NPU invocation.
+* **Host fallback**: an op the NPU cannot run is priced on the host CPU (FLOPs at its rate, bytes at its
+  bandwidth); a fallback that needs an NPU result and feeds the NPU again stops and restarts the NPU, which
+  costs ``host.fallback_us`` per segment of consecutive host ops. Work the host can do before the NPU starts
+  (it depends on graph inputs only, e.g. the timestep embedding) costs only its compute.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from edgefusion.graph.op_graph import Op, OpGraph
 from edgefusion.latency.device import DeviceProfile
-from edgefusion.latency.op_graph import OpGraph
-
-
-# repeat kernels the attention tiler generated: tiles after the first (``<node>__t<i>``, i >= 1) and the split /
-# concat around them; the first tile (``__t0``) is launched like any kernel and pays the per-node overhead
-TILE_KERNEL = re.compile(r"(__t[1-9]\d*|__tile_split|__tile_concat|__split|__concat)$")
+from edgefusion.latency.placement import HOST, VIEW, fusion_groups, place_ops
+from edgefusion.latency.residency import simulate
 
 
 @dataclass
@@ -44,7 +42,11 @@ class KernelCost:
     dram_ms: float
     overhead_ms: float
     ms: float
-    spilled: bool  # working set did not fit the SRAM
+    spilled: bool  # working set did not fit the SRAM: streamed from/to DRAM
+    engine: str = ""  # tensor_engine | vector_engine | host | view
+    tile: int = -1
+    tensor_ms: float = 0.0  # the tensor engines' share of compute_ms (a fused kernel's head)
+    vector_ms: float = 0.0  # the vector engines' share (its tail, or the whole of a vector kernel)
 
 
 @dataclass
@@ -58,135 +60,116 @@ class GraphCost:
     peak_sram_bytes: int
     macs: int
     ops: int
+    compute_bound_ms: float = 0.0  # all NPU work at peak engine throughput (the busier engine)
+    dram_bound_ms: float = 0.0  # compulsory traffic (weights, graph inputs and outputs) at full DRAM bandwidth
+    host_ms: float = 0.0
+    fallbacks: int = 0  # mid-graph CPU fallback segments
 
 
-def _fusion_groups(graph: OpGraph) -> list[list[int]]:
-    producer = {o: i for i, op in enumerate(graph.ops) for o in op.outputs}
-    consumers: dict[str, list[int]] = {}
-    for i, op in enumerate(graph.ops):
-        for t in op.inputs:
-            consumers.setdefault(t, []).append(i)
-    group_of: dict[int, int] = {}
-    groups: list[list[int]] = []
-    for i, op in enumerate(graph.ops):
-        target = None
-        if op.fusable:
-            for t in op.inputs:
-                p = producer.get(t)
-                if p is not None and all(graph.ops[c].fusable for c in consumers[t]):
-                    target = group_of[p]
-                    break
-        if target is None:
-            group_of[i] = len(groups)
-            groups.append([i])
+def engine_seconds(graph: OpGraph, device: DeviceProfile, places: list[str]) -> list[tuple[float, float]]:
+    """Per op: (tensor-engine s, vector-engine s) at the sustained rates ((0, 0) for host ops and views)."""
+    te_rate, ve_rate = device.tensor_macs_per_s, device.vector_ops_per_s
+    rates: dict[tuple[str, str, str], float] = {}
+    out = []
+    for op, place in zip(graph.ops, places):
+        if place not in ("tensor_engine", "vector_engine"):
+            out.append((0.0, 0.0))
+            continue
+        key = (op.engine, op.category, op.precision)
+        if key not in rates:
+            rates[key] = device.rate(*key)[0]
+        if op.engine == "tensor_engine":
+            out.append((op.macs / (te_rate * rates[key]), 0.0))
         else:
-            group_of[i] = target
-            groups[target].append(i)
-    return groups
+            out.append((0.0, op.elements * device.ops_per_element(op.category) / (ve_rate * rates[key])))
+    return out
+
+
+def host_seconds(op: Op, graph: OpGraph, device: DeviceProfile) -> float:
+    """An op on the host CPU: its FLOPs at the host rate plus its activation bytes at the host bandwidth."""
+    flops = 2 * op.macs + op.elements * device.ops_per_element(op.category)
+    moved = sum(graph.tensor_bytes.get(t, 0) for t in op.inputs + op.outputs) + op.weight_bytes
+    return flops / device.host_flops_per_s + moved / device.host_bytes_per_s
+
+
+def _needs_npu(graph: OpGraph, places: list[str]) -> list[bool]:
+    """Per op: whether it (transitively through host ops and views) depends on an NPU result."""
+    producer = {t: i for i, op in enumerate(graph.ops) for t in op.outputs}
+    out = []
+    for i, op in enumerate(graph.ops):
+        out.append(any(p is not None and (places[p] not in (HOST, VIEW) or out[p])
+                       for p in (producer.get(t) for t in op.inputs)))
+    return out
+
+
+def bounds_ms(graph: OpGraph, device: DeviceProfile, seconds: list[tuple[float, float]] | None = None
+              ) -> tuple[float, float]:
+    """The physical limit of a graph: (NPU compute at the engines' peak, the busier engine; compulsory DRAM
+    traffic -- weights, graph inputs and outputs -- at the published bandwidth)."""
+    seconds = engine_seconds(graph, device, place_ops(graph, device)) if seconds is None else seconds
+    te = sum(t for t, _ in seconds) * device.tensor_engine["efficiency"]
+    ve = sum(v for _, v in seconds) * device.vector_engine["efficiency"]
+    compulsory = graph.weight_bytes + sum(graph.tensor_bytes.get(t, 0)
+                                          for t in dict.fromkeys(graph.graph_inputs + graph.graph_outputs))
+    return max(te, ve) * 1e3, compulsory / device.dram_peak_bytes_per_s * 1e3
 
 
 def estimate_graph(graph: OpGraph, device: DeviceProfile, inputs_on_chip: bool = False) -> GraphCost:
     """Estimate one graph call on ``device``; ``inputs_on_chip`` starts with the graph inputs in SRAM (when they
-    fit), for costing a piece of a larger graph."""
+    fit), for costing a piece of a larger graph (an attention site)."""
     ops = graph.ops
-    groups = _fusion_groups(graph)
-    group_of = {i: g for g, members in enumerate(groups) for i in members}
-    consumers_g: dict[str, list[int]] = {}
-    for g, members in enumerate(groups):
-        for i in members:
-            for t in ops[i].inputs:
-                if group_of.get(_producer_index(graph, t), -1) != g:
-                    consumers_g.setdefault(t, []).append(g)
-    for t in consumers_g:
-        consumers_g[t] = sorted(set(consumers_g[t]))
-    outputs_set = set(graph.graph_outputs)
-    sram = device.sram_bytes
-    size = graph.tensor_bytes
-    on_chip: dict[str, int] = {}  # tensor -> bytes, live in SRAM
-    off_chip: set[str] = set(graph.graph_inputs)
-    occupancy = 0
-    if inputs_on_chip and sum(size.get(t, 0) for t in graph.graph_inputs) <= sram:
-        on_chip = {t: size.get(t, 0) for t in graph.graph_inputs}
-        off_chip.clear()
-        occupancy = sum(on_chip.values())
-    peak = occupancy
-    kernels: list[KernelCost] = []
-    te_rate = device.tensor_macs_per_s
-    ve_rate = device.vector_ops_per_s
+    places = place_ops(graph, device)
+    groups = fusion_groups(graph, places)
+    kinds = [places[m[0]] for m in groups]
+    traffic = simulate(graph, groups, kinds, device.sram_bytes, inputs_on_chip)
+    needs_npu = _needs_npu(graph, places)
+    seconds = engine_seconds(graph, device, places)
+    last_npu = max((g for g, k in enumerate(kinds) if k not in (HOST, VIEW)), default=-1)
     bw = device.dram_bytes_per_s
-    node_overhead_ms = device.overheads["per_node_us"] / 1e3
-    tile_overhead_ms = device.overheads.get("per_tile_us", device.overheads["per_node_us"]) / 1e3
-
-    def next_use(t: str, after: int) -> int:
-        for g in consumers_g.get(t, []):
-            if g > after:
-                return g
-        return 1 << 30
-
+    ov = device.overheads
+    kernels: list[KernelCost] = []
+    prev_engine, in_fallback, fallbacks, host_s = None, False, 0, 0.0
     for g, members in enumerate(groups):
-        member_ops = [ops[i] for i in members]
-        ext_in = list(dict.fromkeys(t for op in member_ops for t in op.inputs
-                                    if group_of.get(_producer_index(graph, t), -1) != g))
-        ext_out = [o for op in member_ops for o in op.outputs
-                   if o in outputs_set or any(c != g for c in consumers_g.get(o, []))]
-        in_bytes = sum(size.get(t, 0) for t in ext_in)
-        out_bytes = sum(size.get(t, 0) for t in ext_out)
-        fits = in_bytes + out_bytes <= sram
-        dram = sum(op.weight_bytes for op in member_ops)
-        dram += sum(size.get(t, 0) for t in ext_in if t not in on_chip)
-        if fits:
-            staged = sum(size.get(t, 0) for t in ext_in if t not in on_chip)
-            need = out_bytes + staged
-            # make room: spill live tensors this kernel does not read, needed furthest in the future first
-            victims = sorted((t for t in on_chip if t not in ext_in), key=lambda t: -next_use(t, g))
-            for t in victims:
-                if occupancy + need <= sram:
-                    break
-                dram += on_chip[t]  # written back to DRAM
-                occupancy -= on_chip.pop(t)
-                off_chip.add(t)
-            if occupancy + need > sram:  # even its own inputs crowd it out: stream instead
-                fits = False
-        if fits:
-            for t in ext_out:
-                on_chip[t] = size.get(t, 0)
-                occupancy += size.get(t, 0)
-            peak = max(peak, occupancy + sum(size.get(t, 0) for t in ext_in if t not in on_chip))
+        mops = [ops[i] for i in members]
+        head, kind = mops[0], kinds[g]
+        dram_ms = traffic.dram_bytes[g] / bw * 1e3
+        overhead_ms = 0.0
+        te = ve = 0.0
+        if kind == HOST:
+            compute_ms = sum(host_seconds(op, graph, device) for op in mops) * 1e3
+            host_s += compute_ms / 1e3
+            if needs_npu[members[0]] and g < last_npu and not in_fallback:
+                overhead_ms, in_fallback, prev_engine = device.host["fallback_us"] / 1e3, True, None
+                fallbacks += 1
+            ms = compute_ms + dram_ms + overhead_ms  # the NPU is stopped: nothing overlaps
+        elif kind == VIEW:
+            compute_ms, ms = 0.0, dram_ms
         else:
-            dram += out_bytes
-            off_chip.update(ext_out)
-            peak = max(peak, min(sram, occupancy + in_bytes + out_bytes))
-        for t in ext_out:
-            if t in outputs_set and t in on_chip:
-                dram += on_chip[t]
-        te_s = sum(op.macs / (te_rate * device.rate("tensor_engine", op.category, op.precision)[0])
-                   for op in member_ops if op.engine == "tensor_engine")
-        ve_s = sum(op.elements * device.ops_per_element(op.category)
-                   / (ve_rate * device.rate("vector_engine", op.category, op.precision)[0])
-                   for op in member_ops if op.engine == "vector_engine")
-        compute_ms = max(te_s, ve_s) * 1e3
-        dram_ms = dram / bw * 1e3
-        head = member_ops[0]
-        overhead_ms = tile_overhead_ms if TILE_KERNEL.search(head.name) else node_overhead_ms
+            in_fallback = False
+            te = sum(seconds[i][0] for i in members)
+            ve = sum(seconds[i][1] for i in members)
+            compute_ms = max(te, ve) * 1e3
+            overhead_ms = (ov["per_tile_us"] if head.tile >= 1 else ov["per_node_us"]) / 1e3
+            if prev_engine is not None and prev_engine != kind:
+                overhead_ms += ov["handoff_us"] / 1e3
+            prev_engine = kind
+            ms = max(compute_ms, dram_ms) + overhead_ms
+        precision = head.precision if kind in (HOST, VIEW) else device.rate(head.engine, head.category,
+                                                                            head.precision)[1]
         kernels.append(KernelCost(
-            name=head.name, ops=[op.name for op in member_ops], category=head.category,
-            precision=device.rate(head.engine, head.category, head.precision)[1], block=head.block,
-            macs=sum(op.macs for op in member_ops), weight_bytes=sum(op.weight_bytes for op in member_ops),
-            dram_bytes=int(dram), compute_ms=compute_ms, dram_ms=dram_ms, overhead_ms=overhead_ms,
-            ms=max(compute_ms, dram_ms) + overhead_ms, spilled=not fits))
-        # free tensors whose last consumer has run
-        for t in list(on_chip):
-            if next_use(t, g) == 1 << 30 and t not in outputs_set:
-                occupancy -= on_chip.pop(t)
-    total = sum(k.ms for k in kernels) + device.overheads["per_graph_us"] / 1e3
+            name=head.name, ops=[op.name for op in mops], category=head.category, precision=precision,
+            block=head.block, macs=sum(op.macs for op in mops), weight_bytes=sum(op.weight_bytes for op in mops),
+            dram_bytes=traffic.dram_bytes[g], compute_ms=compute_ms, dram_ms=dram_ms, overhead_ms=overhead_ms,
+            ms=ms, spilled=traffic.streamed[g], engine=kind, tile=head.tile, tensor_ms=te * 1e3, vector_ms=ve * 1e3))
+    total = sum(k.ms for k in kernels) + ov["per_graph_us"] / 1e3
+    compute_bound, dram_bound = bounds_ms(graph, device, seconds)
     return GraphCost(kernels=kernels, ms=total, weight_bytes=sum(k.weight_bytes for k in kernels),
-                     dram_bytes=sum(k.dram_bytes for k in kernels), peak_sram_bytes=int(peak),
-                     macs=sum(k.macs for k in kernels), ops=len(ops))
+                     dram_bytes=sum(k.dram_bytes for k in kernels), peak_sram_bytes=traffic.peak_bytes,
+                     macs=sum(k.macs for k in kernels), ops=len(ops), compute_bound_ms=compute_bound,
+                     dram_bound_ms=dram_bound, host_ms=host_s * 1e3, fallbacks=fallbacks)
 
 
-def _producer_index(graph: OpGraph, tensor: str) -> int | None:
-    index = getattr(graph, "_producer_cache", None)
-    if index is None:
-        index = {o: i for i, op in enumerate(graph.ops) for o in op.outputs}
-        graph._producer_cache = index  # type: ignore[attr-defined]
-    return index.get(tensor)
+def site_cost_ms(graph: OpGraph, device: DeviceProfile) -> float:
+    """Milliseconds of a piece of a graph (e.g. one attention site, tiled or not) whose inputs are on chip when they
+    fit: the cost function the tiling planner is given."""
+    return estimate_graph(graph, device, inputs_on_chip=True).ms - device.overheads["per_graph_us"] / 1e3

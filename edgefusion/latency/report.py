@@ -27,6 +27,15 @@ class ComponentLatency:
     by_category_ms: dict[str, float]
     by_block_ms: dict[str, float]
     kernel_table: list[dict] = field(default_factory=list)  # per (fused) kernel: name, category, ms, ...
+    compute_bound_ms: float = 0.0  # physical limit: NPU compute at the engines' peak
+    dram_bound_ms: float = 0.0  # physical limit: weights, inputs and outputs once at the published DRAM bandwidth
+    host_ms: float = 0.0  # work on the host CPU (fallback operators)
+    fallbacks: int = 0  # mid-graph CPU fallbacks per call
+
+    @property
+    def limit_ms(self) -> float:
+        """The physical limit of one call: the larger of the compute and the DRAM bound."""
+        return max(self.compute_bound_ms, self.dram_bound_ms)
 
     @classmethod
     def from_costs(cls, costs: list[GraphCost], calls: int, keep_kernels: bool = True) -> "ComponentLatency":
@@ -39,7 +48,8 @@ class ComponentLatency:
             by_block[k.block or "(top level)"] = by_block.get(k.block or "(top level)", 0.0) + k.ms
         table = [{"name": k.name, "category": k.category, "precision": k.precision, "block": k.block,
                   "ms": round(k.ms, 4), "compute_ms": round(k.compute_ms, 4), "dram_ms": round(k.dram_ms, 4),
-                  "dram_bytes": k.dram_bytes, "macs": k.macs, "spilled": k.spilled, "fused_ops": len(k.ops)}
+                  "dram_bytes": k.dram_bytes, "macs": k.macs, "spilled": k.spilled, "fused_ops": len(k.ops),
+                  "engine": k.engine, "overhead_ms": round(k.overhead_ms, 4)}
                  for k in kernels] if keep_kernels else []
         return cls(ms=round(sum(c.ms for c in costs), 3), calls=calls, graphs=len(costs),
                    gmacs=round(sum(c.macs for c in costs) / 1e9, 3),
@@ -49,7 +59,9 @@ class ComponentLatency:
                    spilled_kernels=sum(1 for k in kernels if k.spilled),
                    by_category_ms={k: round(v, 3) for k, v in sorted(by_cat.items(), key=lambda x: -x[1])},
                    by_block_ms={k: round(v, 3) for k, v in sorted(by_block.items(), key=lambda x: -x[1])},
-                   kernel_table=table)
+                   kernel_table=table, compute_bound_ms=round(sum(c.compute_bound_ms for c in costs), 3),
+                   dram_bound_ms=round(sum(c.dram_bound_ms for c in costs), 3),
+                   host_ms=round(sum(c.host_ms for c in costs), 3), fallbacks=sum(c.fallbacks for c in costs))
 
 
 @dataclass
@@ -121,7 +133,18 @@ class LatencyReport:
             lines.append(f"{name} by op type (ms/call): {cats}")
             blocks = ", ".join(f"{k} {v:.1f}" for k, v in list(c.by_block_ms.items())[:top])
             lines.append(f"{name} slowest blocks (ms/call): {blocks}")
+            if c.limit_ms > 0:
+                host = f"; host CPU {c.host_ms:.1f} ms, {c.fallbacks} fallback(s)" if c.host_ms or c.fallbacks else ""
+                lines.append(f"{name} physical limit: compute at peak {c.compute_bound_ms:.2f} ms, DRAM at full "
+                             f"bandwidth {c.dram_bound_ms:.2f} ms: estimate is {c.ms / c.limit_ms:.1f}x the limit{host}")
         if self.tiling:
-            lines.append(f"attention tiling: {len(self.tiling)} sites tiled")
+            lines.append(f"attention tiling: {len(self.tiling)} sites tiled (heads x query rows per tile, tiles, ms "
+                         f"untiled -> tiled, per call):")
+            for site, d in list(self.tiling.items())[:top]:
+                shape = f"{d.get('heads', '?')}x{d.get('block', '?')}"
+                lines.append(f"  {site}: {shape}, {d.get('tiles', '?')} tiles, {d.get('ms_untiled', 0):.3f} -> "
+                             f"{d.get('ms_tiled', 0):.3f} ms")
+            if len(self.tiling) > top:
+                lines.append(f"  ... {len(self.tiling) - top} more (--json lists all)")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from edgefusion.quant.shape_inference import infer_weight_free
+from edgefusion.graph.shapes import infer_weight_free
 
 
 @dataclass

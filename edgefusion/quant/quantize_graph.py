@@ -15,7 +15,7 @@ from edgefusion.quant.layers import Layer, ensure_node_names, find_layers
 from edgefusion.quant.plan import QuantPlan, plan_quantization
 from edgefusion.quant.policy import PolicySpec, ResolvedPolicy, resolve_policy
 from edgefusion.quant.emit import emit_qdq
-from edgefusion.quant.range_methods import DEFAULT_METHOD, estimate_ranges
+from edgefusion.quant.range_methods import estimate_ranges
 
 
 @dataclass
@@ -49,10 +49,10 @@ def prepare_float_graph(float_path: Path) -> onnx.ModelProto:
 
 
 def quantize_graph(float_path: Path, out_path: Path, component: str, spec: PolicySpec,
-                   feeds: Sequence[dict[str, np.ndarray]], progress: bool = False, method: str = DEFAULT_METHOD,
+                   feeds: Sequence[dict[str, np.ndarray]], progress: bool = False, method: str | None = None,
                    groups: Sequence[int] | None = None) -> QuantizedGraph:
-    """Resolve ``spec`` on the graph's layers, estimate ranges over ``feeds`` with ``method`` (``groups``: the
-    prompt each feed came from) and write the QDQ graph."""
+    """Resolve ``spec`` on the graph's layers, estimate ranges over ``feeds`` with ``method`` (None: the default;
+    ``groups``: the prompt each feed came from, None: all from one) and write the QDQ graph."""
     model = prepare_float_graph(Path(float_path))
     layers = find_layers(model, component)
     resolved = resolve_policy(spec, layers)

@@ -87,6 +87,20 @@ def get_method(name: str) -> RangeMethod:
     return METHODS[name]
 
 
+def resolve_method(name: str | None, n_groups: int) -> RangeMethod:
+    """The method to use on calibration data from ``n_groups`` prompts: ``name``, or a one-line error when it needs
+    more prompts; ``None`` means the default, or ``minmax`` when there are too few prompts to cross-validate."""
+    if name is None:
+        m = METHODS[DEFAULT_METHOD]
+        return m if n_groups >= m.min_groups else METHODS["minmax"]
+    m = get_method(name)
+    if n_groups < m.min_groups:
+        raise EdgeFusionError(f"calibration method '{name}' needs samples from at least {m.min_groups} prompts, "
+                              f"got {n_groups}", f"pass --calib-prompts {m.min_groups} or more, or "
+                              "--calibration-method minmax")
+    return m
+
+
 def scaled(lo: float, hi: float, alpha: float) -> tuple[float, float]:
     """The range ``alpha x [lo, hi]`` (scaled about zero, which every quantized range contains)."""
     return lo * alpha, hi * alpha
@@ -136,10 +150,13 @@ def crossval_widening(model_path, plan, feeds, stats: RangeStats, progress=False
     cands = sorted({tuple(a if b in widths else 1.0 for a, b in zip(c, (8, 16))) for c in grid})
     use = spread_subset(stats, limit)
     parts = prompt_folds(stats.groups, min(folds, len(np.unique(stats.groups))))
-    sig, err = 0.0, np.zeros(len(cands))
+    fsess = open_session(model_path)  # float outputs first: the two sessions never hold their weights together
+    refs = {int(i): run_session(fsess, feeds[i])[0] for i in use}
+    del fsess
+    sig = sum(float((r.astype(np.float64) ** 2).sum()) for r in refs.values())
+    err = np.zeros(len(cands))
     probe = Path(model_path).with_name(Path(model_path).stem + ".probe.onnx")
     try:
-        fsess = open_session(model_path)
         emit_qdq(model_path, probe, plan, None, qparams_as_inputs=True)
         qsess = open_session(probe)
         for held in parts:
@@ -149,12 +166,11 @@ def crossval_widening(model_path, plan, feeds, stats: RangeStats, progress=False
             qp = [qparam_feeds(plan, {t: scaled(*base[t], c[0] if plan.act_bits[t] == 8 else c[1])
                                       for t in plan.act_bits}) for c in cands]
             for i in np.intersect1d(held, use):
-                ref = run_session(fsess, feeds[i])[0].astype(np.float64)
-                sig += float((ref ** 2).sum())
+                ref = refs[int(i)].astype(np.float64)
                 for k, q in enumerate(qp):
                     out = run_session(qsess, {**feeds[i], **q})[0]
                     err[k] += float(((ref - out) ** 2).sum())
-        del fsess, qsess
+        del qsess
     finally:
         for f in probe.parent.glob(probe.name + "*"):
             f.unlink()
@@ -172,17 +188,14 @@ def _crossval(model_path, plan, feeds, stats: RangeStats, progress=False):
 
 
 def estimate_ranges(model_path: Path, plan, feeds: Sequence[dict], groups: Sequence[int] | None,
-                    method: str = DEFAULT_METHOD, progress: bool = False,
+                    method: str | None = None, progress: bool = False,
                     desc: str = "ranges", tensors: list[str] | None = None) -> RangeRule:
     """How ``method`` ranges the tensors ``plan`` quantizes (``plan.act_bits``: tensor -> 8 | 16), from ``feeds``
-    (``groups``: the prompt each came from). ``tensors``: collect min/max of these too (default: the plan's)."""
-    m = get_method(method)
+    (``groups``: the prompt each came from; ``None``: one prompt). ``method``: see :func:`resolve_method`.
+    ``tensors``: collect min/max of these too (default: the plan's)."""
     feeds = list(feeds)
-    n_groups = len(set(groups)) if groups is not None else len(feeds)
-    if n_groups < m.min_groups:
-        raise EdgeFusionError(f"calibration method '{method}' needs samples from at least {m.min_groups} prompts, "
-                              f"got {n_groups}", f"pass --calib-prompts {m.min_groups} or more, or "
-                              "--calibration-method minmax")
+    groups = [0] * len(feeds) if groups is None else list(groups)
+    m = resolve_method(method, len(set(groups)))
     names = list(dict.fromkeys([*plan.act_bits, *(tensors or [])]))
     stats = collect_range_stats(Path(model_path), names, feeds, groups, progress, desc)
     return m.choose(Path(model_path), plan, feeds, stats, progress)

@@ -11,16 +11,17 @@ from edgefusion.runtime.session import open_session
 class ChainedSession:
     """Sessions run in order; each part reads graph inputs and earlier parts' outputs by name."""
 
-    def __init__(self, paths: list[str | Path]):
-        self.sessions = [open_session(p) for p in paths]
+    def __init__(self, paths: list[str | Path], opener=None):
+        self.sessions = [(opener or open_session)(p) for p in paths]
         produced = {o.name for s in self.sessions for o in s.get_outputs()}
         self._inputs = list(dict.fromkeys(i.name for s in self.sessions for i in s.get_inputs()
                                           if i.name not in produced))
+        self._types = {i.name: i.type for s in reversed(self.sessions) for i in s.get_inputs()}
         self._outputs = [o.name for o in self.sessions[-1].get_outputs()]
 
     def get_inputs(self):
-        """The whole chain's inputs (objects with ``.name``, like onnxruntime's)."""
-        return [SimpleNamespace(name=n) for n in self._inputs]
+        """The whole chain's inputs (objects with ``.name`` and ``.type``, like onnxruntime's)."""
+        return [SimpleNamespace(name=n, type=self._types.get(n)) for n in self._inputs]
 
     def get_outputs(self):
         """The last part's outputs."""

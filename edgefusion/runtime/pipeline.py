@@ -43,7 +43,8 @@ def read_export_manifest(export_dir: str | Path) -> dict:
 class OnnxStableDiffusion:
     """Loads ``text_encoder/``, ``unet/``, ``vae_decoder/`` (each ``model.onnx``), ``tokenizer/`` and ``scheduler/``."""
 
-    def __init__(self, export_dir: str | Path, graphs: dict[str, Path] | None = None, low_memory: bool = False):
+    def __init__(self, export_dir: str | Path, graphs: dict[str, Path] | None = None, low_memory: bool = False,
+                 ort_defaults: bool = False):
         self.dir = Path(export_dir)
         self.manifest = read_export_manifest(self.dir)  # before the heavy imports: a wrong folder fails at once
         import diffusers
@@ -56,6 +57,7 @@ class OnnxStableDiffusion:
             raise EdgeFusionError(f"export folder '{self.dir}' lacks {missing[0]}", "re-run `edgefusion export`")
         # low_memory: open each graph only while it runs (peak = the largest graph, not all three together)
         self.low_memory = low_memory
+        self.ort_defaults = ort_defaults  # onnxruntime's default session options (as optimum/diffusers open graphs)
         self._sessions = {} if low_memory else {c: self._open(p) for c, p in self.graphs.items()}
         self.tokenizer = CLIPTokenizer.from_pretrained(str(self.dir / "tokenizer"))
         sched_cfg = json.loads((self.dir / "scheduler" / "scheduler_config.json").read_text())
@@ -64,18 +66,20 @@ class OnnxStableDiffusion:
         self.scaling_factor = float(self.manifest["shapes"]["vae_scaling_factor"])
 
     def _graph_files(self, component: str):
-        """``<component>/model.onnx``, or the list of its sub-graphs when the export partitioned it."""
-        rec = self.manifest.get("components", {}).get(component) or {}
-        parts = (rec.get("partition") or {}).get("files")
-        return [self.dir / f for f in parts] if parts else self.dir / component / "model.onnx"
+        """The NPU graph (``unet/npu.onnx``, ``<component>/model.onnx``), or its sub-graphs when partitioned."""
+        from edgefusion.runtime.layout import npu_graph_files
 
-    @staticmethod
-    def _open(graph):
+        return npu_graph_files(self.dir, component, self.manifest)
+
+    def _open(self, graph):
+        def opener(p):
+            return open_session(p, ort_defaults=self.ort_defaults)
+
         if isinstance(graph, list):
             from edgefusion.runtime.chained import ChainedSession
 
-            return ChainedSession(graph)
-        return open_session(graph)
+            return ChainedSession(graph, opener)
+        return opener(graph)
 
     def _session(self, component: str):
         return self._sessions.get(component) or self._open(self.graphs[component])

@@ -12,13 +12,19 @@ from pathlib import Path
 _DISABLED = ["CastChainElimination", "WeightBiasQuantization"]
 
 
-def open_session(path: str | Path, threads: int = 0, optimized_model_path: str | Path | None = None):
+def open_session(path: str | Path, threads: int = 0, optimized_model_path: str | Path | None = None,
+                 ort_defaults: bool = False):
     """An ``InferenceSession`` on CPU for an ONNX file (external data is read by onnxruntime, not Python).
 
     ``threads`` (or the ``EDGEFUSION_ORT_THREADS`` environment variable) caps intra-op threads; 0 = all cores.
     ``optimized_model_path``: where onnxruntime writes the graph it actually runs (its fused kernels), if given.
+    ``ort_defaults``: onnxruntime's default session options instead (what optimum and diffusers open), with every
+    graph optimizer on, including the integer fusions the simulation disables.
     """
     import onnxruntime as ort
+
+    if ort_defaults:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     env = os.environ.get("EDGEFUSION_ORT_THREADS", "0").strip() or "0"
     if not env.isdigit():
@@ -41,7 +47,18 @@ def open_session(path: str | Path, threads: int = 0, optimized_model_path: str |
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+_INT_TYPES = {"tensor(int32)": "int32", "tensor(int64)": "int64"}
+
+
 def run_session(session, inputs: dict) -> "list":
-    """Run with only the inputs the graph declares (extra keys ignored)."""
-    names = {i.name for i in session.get_inputs()}
-    return session.run(None, {k: v for k, v in inputs.items() if k in names})
+    """Run with only the inputs the graph declares (extra keys ignored); integer inputs are given the integer type
+    the graph declares (token ids are int32 in exported text encoders, int64 in the float graphs)."""
+    feeds = {}
+    for i in session.get_inputs():
+        if i.name in inputs:
+            value = inputs[i.name]
+            want = _INT_TYPES.get(getattr(i, "type", None))
+            if want and getattr(value, "dtype", None) is not None and value.dtype.kind in "iu" and value.dtype != want:
+                value = value.astype(want)
+            feeds[i.name] = value
+    return session.run(None, feeds)

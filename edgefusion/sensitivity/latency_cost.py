@@ -74,8 +74,8 @@ def _cost_graph(unet: onnx.ModelProto, layers, resolved, device, tiling: bool):
     """One UNet call under ``resolved`` on ``device`` (attention tiled where the planner says it pays, as the
     export does): the latency model's GraphCost."""
     from edgefusion.latency.cost_model import estimate_graph
-    from edgefusion.latency.estimate import plan_and_tile
-    from edgefusion.latency.op_graph import build_op_graph
+    from edgefusion.deploy.tiling import plan_and_tile
+    from edgefusion.graph.op_graph import build_op_graph
 
     graph = copy.deepcopy(unet) if tiling else unet
     plan, _ = plan_and_tile(graph, "unet", device, layers, resolved, tiling)
@@ -85,7 +85,7 @@ def build_latency_cost(unet: onnx.ModelProto, device, steps: int, guidance: bool
                        tiling: bool = True) -> LatencyCost:
     """The per-layer table of ``unet`` (a float graph traced at ``height`` x ``width``, the image size the latency
     is wanted for; weights need not be loaded)."""
-    from edgefusion.latency.estimate import calls_per_image
+    from edgefusion.deploy.estimate import calls_per_image
     from edgefusion.quant.layers import find_layers
 
     calls = calls_per_image(steps, guidance)["unet"]
@@ -102,13 +102,13 @@ def build_latency_cost(unet: onnx.ModelProto, device, steps: int, guidance: bool
                 table[layer][prec.value] = table[layer].get(prec.value, 0.0) + k.ms * calls
                 charged += k.ms * calls
         offsets.append(gc.ms * calls - charged)
-        uniform[prec.value] = round(gc.ms * calls, 3)
+        uniform[prec.value] = round(gc.ms * calls, 6)
     for row in table.values():
         for prec in FREE:
             row.setdefault(prec.value, 0.0)
     return LatencyCost(device=device.name, steps=steps, guidance=guidance, height=height, width=width,
-                       offset_ms=round(sum(offsets) / len(offsets), 4),
-                       table={n: {p: round(v, 5) for p, v in row.items()} for n, row in table.items()},
+                       offset_ms=round(sum(offsets) / len(offsets), 8),
+                       table={n: {p: round(v, 8) for p, v in row.items()} for n, row in table.items()},
                        uniform_ms=uniform)
 
 
@@ -116,7 +116,7 @@ def exact_unet_ms(unet: onnx.ModelProto, device, steps: int, guidance: bool, tem
                   precisions: dict[str, Precision], tiling: bool = True, layers=None) -> float:
     """The latency model's UNet ms per image for one assignment (the whole model, not the additive table; with
     tiling the planner runs for this assignment: ~5 s on sd-v1.5 at 512x512, ~1 s without)."""
-    from edgefusion.latency.estimate import calls_per_image
+    from edgefusion.deploy.estimate import calls_per_image
     from edgefusion.quant.layers import find_layers
 
     layers = layers if layers is not None else find_layers(unet, "unet")
@@ -157,7 +157,7 @@ def latency_cost_for(source: dict, device, template, float_unet=None, graph_size
         fixed = resolve_policy(template, layers).precisions
         for name in [n for n in table.table if n not in keep]:
             row = table.table.pop(name)
-            table.offset_ms = round(table.offset_ms + row.get(fixed[name].value, row[Precision.FP16.value]), 4)
+            table.offset_ms = round(table.offset_ms + row.get(fixed[name].value, row[Precision.FP16.value]), 8)
 
     def whole(precisions: dict[str, Precision]) -> float:
         """Whole-model cost, attention tiled as the export's planner tiles this very assignment (tiling decided

@@ -114,11 +114,10 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
         resolve_model_source,
     )
     from edgefusion.quant.policy import load_policy
-    from edgefusion.quant.range_methods import DEFAULT_METHOD, get_method
+    from edgefusion.quant.range_methods import resolve_method
     from edgefusion.sensitivity.auto_export import prompts_digest
 
     t_start = time.perf_counter()
-    method = get_method(calibration_method or DEFAULT_METHOD).name
     source = resolve_model_source(model)
     if source.kind == "local":
         check_weights_format(Path(source.ref), allow_pickle)
@@ -152,6 +151,7 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
         raise EdgeFusionError(f"--verify-prompts must be 0 or more, got {verify_prompts}", "pass e.g. 2")
     prompts, heldout = split_prompts(read_prompts(prompts_file or source.prompts_file), calib_prompts,
                                      verify_prompts)
+    method = resolve_method(calibration_method, len(prompts)).name  # as the export resolves it
     out = Path(out) if out else default_profile_dir(model or DEFAULT_MODEL)
     info = {"model": model or DEFAULT_MODEL, "source": source.to_dict(), "base_policy": spec.to_dict(),
             "calibration": {"prompts": len(prompts), "prompts_digest": prompts_digest(prompts), "steps": steps,

@@ -21,7 +21,7 @@ from edgefusion.quant.layers import find_layers
 from edgefusion.quant.plan import QuantPlan
 from edgefusion.quant.policy import PolicySpec, ResolvedPolicy, resolve_policy
 from edgefusion.quant.precision import Precision
-from edgefusion.quant.range_methods import DEFAULT_METHOD, RangeRule
+from edgefusion.quant.range_methods import RangeRule
 from edgefusion.sensitivity.fakequant import (
     activation_quantizer,
     fp16_round,
@@ -59,7 +59,7 @@ class Simulator:
 
     def __init__(self, float_path: str | Path, component: str, samples: list[Sample],
                  range_samples: list[Sample] | None = None, memory_mb: int = 2048, progress: bool = False,
-                 method: str = DEFAULT_METHOD):
+                 method: str | None = None):
         import torch
         from tqdm.auto import tqdm
 
@@ -104,8 +104,8 @@ class Simulator:
             raise EdgeFusionError(f"calibration activations of '{bad[0]}' are NaN/inf ({len(bad)} tensors affected)",
                                   "the float graph overflows on the calibration inputs: check the model weights")
         self.ranges = {t: (self._lo[t], self._hi[t]) for t in self._lo}
-        self.method = method
         self.range_rules = self._range_rules(range_samples or samples, method, progress)
+        self.method = self.range_rules[8].method
         if self.in_sample:
             self.reference = [first[i:i + 1] for i in range(first.shape[0])]
         else:

@@ -1,10 +1,12 @@
-"""Attention tiling (EdgeFusion's model-level tiling): split the queries into blocks so each block's
-``QK^T -> softmax -> PV`` working set fits on-chip SRAM.
+"""Attention tiling (EdgeFusion's model-level tiling): split an attention into tiles of (head group x query block)
+so each tile's ``QK^T -> softmax -> PV`` working set fits the on-chip SRAM.
 
 A *site* is ``MatMul(q, k^T) -> [elementwise / QDQ / Cast chain] -> Softmax(last axis) -> [chain] -> MatMul(p, v)``.
-Softmax runs along the key axis, so every query row is independent: splitting ``q`` along its query axis, running
-the whole chain per block and concatenating the results computes exactly the same values (QuantizeLinear scales are
-per tensor and shared, so QDQ graphs tile the same way). Works on float, QDQ and weight-free skeleton graphs.
+Softmax runs along the key axis, so every query row is independent, and so is every head: splitting ``q`` along
+its query axis (and ``q``, ``k^T`` and ``v`` along the head axis), running the whole chain per tile and
+concatenating the results computes exactly the same values (QuantizeLinear scales are per tensor and shared, so
+QDQ graphs tile the same way). Works on float, QDQ and weight-free skeleton graphs. Every node of tile ``n`` is
+named ``<node>__t<n>`` and carries the metadata ``edgefusion.tile = n``.
 """
 
 from __future__ import annotations
@@ -16,23 +18,27 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgefusion.latency.op_graph import _shapes
+from edgefusion.graph.op_graph import TILE_KEY
+from edgefusion.graph.shapes import tensor_shapes
 
 CHAIN_OPS = {"QuantizeLinear", "DequantizeLinear", "Cast", "Mul", "Add", "Div", "Sub"}
 
 
 @dataclass
 class AttentionSite:
-    """One tileable attention: its nodes (in order), the query tensor and the sizes that matter."""
+    """One tileable attention: its nodes (in order), the tensors it splits and the sizes that matter."""
 
     softmax: str  # node name (the site's id)
     nodes: list[str]
-    query: str  # tensor split along ``axis``
+    query: str  # tensor split along ``axis`` (and the head axis)
     output: str  # the PV MatMul's output (concatenated back)
     axis: int  # query axis (negative, counted from the end)
     lq: int
     lk: int
     batch_heads: int
+    key: str = ""  # k^T (the QK^T MatMul's second input), split along the head axis
+    value: str = ""  # v (the PV MatMul's second input), split along the head axis
+    heads: int = 1  # size of the head axis (-3) when the site can be split per head, else 1
 
     def to_dict(self) -> dict:
         """Plain-dict form."""
@@ -71,10 +77,25 @@ def _walk_forward(tensor: str, consumers, const: set[str]):
         tensor = node.output[0]
 
 
+def _constant_along(chain, shapes, const: set[str], axis: int) -> bool:
+    """True when no constant input of the chain varies along ``axis`` (after broadcasting to the scores' rank)."""
+    for node in chain:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear", "Cast"):
+            continue  # per-tensor scales and zero points
+        for i in node.input:
+            if i not in const:
+                continue
+            dims = shapes.get(i, (None, 0))[0]
+            if dims is None or (len(dims) >= -axis and dims[axis] != 1):
+                return False
+    return True
+
+
 def find_attention_sites(model: onnx.ModelProto) -> list[AttentionSite]:
-    """Every tileable attention in ``model`` (sites with masks that vary per query, or unknown shapes, are skipped)."""
+    """Every tileable attention in ``model`` (sites whose chain constants vary per query, or of unknown shapes, are
+    skipped; sites whose constants vary per head are tiled along queries only)."""
     g = model.graph
-    shapes = _shapes(model)
+    shapes = tensor_shapes(model)
     producer = {o: n for n in g.node for o in n.output}
     consumers: dict[str, list] = {}
     for n in g.node:
@@ -103,19 +124,23 @@ def find_attention_sites(model: onnx.ModelProto) -> list[AttentionSite]:
         if a.op_type != "MatMul" or b.op_type != "MatMul":
             continue
         p_tensor = post[-1].output[0] if post else s.output[0]
-        if b.input[0] != p_tensor:
+        if b.input[0] != p_tensor or not _constant_along(pre + post, shapes, const, -2):
             continue
-        q = a.input[0]
-        qshape = shapes.get(q, (None, 0))[0]
-        oshape = shapes.get(b.output[0], (None, 0))[0]
+        q, key, value = a.input[0], a.input[1], b.input[1]
+        qshape, kshape, vshape, oshape = (shapes.get(t, (None, 0))[0] for t in (q, key, value, b.output[0]))
         if not qshape or not oshape or len(qshape) != len(shape) or any(d is None for d in qshape + oshape):
             continue
         lq, lk = shape[-2], shape[-1]
         if qshape[-2] != lq or oshape[-2] != lq:
             continue
+        heads = 1
+        if (len(shape) >= 3 and kshape and vshape and len(kshape) == len(vshape) == len(shape)
+                and kshape[-3] == vshape[-3] == qshape[-3] == shape[-3] and _constant_along(pre + post, shapes, const, -3)):
+            heads = int(shape[-3])
         nodes = [a, *reversed(pre), s, *post, b]
         sites.append(AttentionSite(softmax=s.name, nodes=[n.name for n in nodes], query=q, output=b.output[0],
-                                   axis=-2, lq=int(lq), lk=int(lk), batch_heads=int(math.prod(shape[:-2]))))
+                                   axis=-2, lq=int(lq), lk=int(lk), batch_heads=int(math.prod(shape[:-2])),
+                                   key=key, value=value, heads=heads))
     return sites
 
 
@@ -125,11 +150,65 @@ def block_sizes(lq: int, block: int) -> list[int]:
     return [block] * (n - 1) + [lq - block * (n - 1)]
 
 
-def tile_attention(model: onnx.ModelProto, blocks: dict[str, int]) -> onnx.ModelProto:
-    """Rewrite the sites named in ``blocks`` (softmax node -> query rows per tile) into tiled form, in place.
+def _split(g: onnx.GraphProto, source: str, sizes: list[int], axis: int, name: str) -> tuple[list[str], onnx.NodeProto]:
+    sizes_name = f"{name}__sizes"
+    g.initializer.append(numpy_helper.from_array(np.array(sizes, np.int64), sizes_name))
+    outs = [f"{source}__{name}_{i}" for i in range(len(sizes))]
+    return outs, helper.make_node("Split", [source, sizes_name], outs, axis=axis, name=name)
 
-    Sites whose block is >= their query length are left alone. Returns ``model``.
-    """
+
+def _site_nodes(g, site: AttentionSite, region, heads_per_tile: int, block: int) -> list[onnx.NodeProto]:
+    """The tiled replacement of one site's nodes."""
+    out: list[onnx.NodeProto] = []
+    groups = site.heads // heads_per_tile if 0 < heads_per_tile < site.heads else 1
+    if groups > 1:
+        heads = [heads_per_tile] * groups
+        parts = {}
+        for role, tensor in (("q", site.query), ("k", site.key), ("v", site.value)):
+            parts[role], node = _split(g, tensor, heads, -3, f"{site.softmax}__tile_split_h{role}")
+            out.append(node)
+    else:
+        parts = {"q": [site.query], "k": [site.key], "v": [site.value]}
+    rows = block_sizes(site.lq, block)
+    internal = {o for n in region for o in n.output}
+    group_outs, tile = [], 0
+    for j in range(groups):
+        suffix = f"_g{j}" if groups > 1 else ""
+        if len(rows) > 1:
+            q_tiles, node = _split(g, parts["q"][j], rows, site.axis, f"{site.softmax}__tile_split{suffix}")
+            out.append(node)
+        else:
+            q_tiles = [parts["q"][j]]
+        tile_outs = []
+        for q_tile in q_tiles:
+            rename = {site.query: q_tile, site.key: parts["k"][j], site.value: parts["v"][j],
+                      **{t: f"{t}__t{tile}" for t in internal}}
+            for node in region:
+                clone = onnx.NodeProto()
+                clone.CopyFrom(node)
+                clone.name = f"{node.name}__t{tile}"
+                clone.input[:] = [rename.get(x, x) for x in node.input]
+                clone.output[:] = [rename.get(x, x) for x in node.output]
+                clone.metadata_props.add(key=TILE_KEY, value=str(tile))
+                out.append(clone)
+            tile_outs.append(f"{site.output}__t{tile}")
+            tile += 1
+        if len(tile_outs) > 1:
+            target = site.output if groups == 1 else f"{site.output}__g{j}"
+            out.append(helper.make_node("Concat", tile_outs, [target], axis=site.axis,
+                                        name=f"{site.softmax}__tile_concat{suffix}"))
+            group_outs.append(target)
+        else:
+            group_outs.append(tile_outs[0])
+    if groups > 1:
+        out.append(helper.make_node("Concat", group_outs, [site.output], axis=-3,
+                                    name=f"{site.softmax}__tile_concat_h"))
+    return out
+
+
+def tile_attention(model: onnx.ModelProto, blocks: dict[str, int | tuple[int, int]]) -> onnx.ModelProto:
+    """Rewrite the sites named in ``blocks`` into tiled form, in place. ``blocks`` maps a softmax node to its query
+    rows per tile, or to (heads per tile, query rows per tile). Untiled choices are left alone. Returns ``model``."""
     sites = {s.softmax: s for s in find_attention_sites(model)}
     unknown = set(blocks) - set(sites)
     if unknown:
@@ -139,34 +218,17 @@ def tile_attention(model: onnx.ModelProto, blocks: dict[str, int]) -> onnx.Model
     new_nodes: dict[str, list[onnx.NodeProto]] = {}  # name of the site's last node -> replacement
     drop: set[str] = set()
     dropped_tensors: set[str] = set()
-    for name, block in blocks.items():
+    for name, choice in blocks.items():
         site = sites[name]
-        if block >= site.lq:
+        heads, block = choice if isinstance(choice, tuple) else (site.heads, choice)
+        if heads > site.heads or (heads < site.heads and site.heads % heads):
+            raise ValueError(f"site {name}: {heads} heads per tile do not divide its {site.heads} heads")
+        if block >= site.lq and heads >= site.heads:
             continue
-        sizes = block_sizes(site.lq, block)
         region = [by_name[n] for n in site.nodes]
-        split_sizes = f"{site.softmax}__tile_sizes"
-        g.initializer.append(numpy_helper.from_array(np.array(sizes, np.int64), split_sizes))
-        q_tiles = [f"{site.query}__{site.softmax}__q{i}" for i in range(len(sizes))]
-        out = [helper.make_node("Split", [site.query, split_sizes], q_tiles, axis=site.axis,
-                                name=f"{site.softmax}__tile_split")]
-        internal = {o for n in region for o in n.output}
-        tile_outs = []
-        for i, q_tile in enumerate(q_tiles):
-            rename = {site.query: q_tile, **{t: f"{t}__t{i}" for t in internal}}
-            for node in region:
-                clone = onnx.NodeProto()
-                clone.CopyFrom(node)
-                clone.name = f"{node.name}__t{i}"
-                clone.input[:] = [rename.get(x, x) for x in node.input]
-                clone.output[:] = [rename.get(x, x) for x in node.output]
-                out.append(clone)
-            tile_outs.append(f"{site.output}__t{i}")
-        out.append(helper.make_node("Concat", tile_outs, [site.output], axis=site.axis,
-                                    name=f"{site.softmax}__tile_concat"))
-        new_nodes[region[-1].name] = out
+        new_nodes[region[-1].name] = _site_nodes(g, site, region, heads, min(block, site.lq))
         drop.update(site.nodes)
-        dropped_tensors |= internal - {site.output}
+        dropped_tensors |= {o for n in region for o in n.output} - {site.output}
     if not new_nodes:
         return model
     rebuilt = []

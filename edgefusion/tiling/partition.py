@@ -20,7 +20,7 @@ import onnx
 from onnx import helper
 
 from edgefusion.errors import EdgeFusionError
-from edgefusion.latency.op_graph import ELEM_KIND, KIND_BYTES, _shapes
+from edgefusion.graph.shapes import ELEM_KIND, KIND_BYTES, tensor_shapes
 
 MB = 2**20
 LAYOUT_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"}
@@ -82,7 +82,7 @@ def _through_dq(t: str, travelling: dict) -> str:
 
 
 def _sizes(model: onnx.ModelProto):
-    shapes = _shapes(model)
+    shapes = tensor_shapes(model)
 
     def nbytes(t: str) -> int:
         dims, elem = shapes.get(t, (None, 1))

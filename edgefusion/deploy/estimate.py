@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import onnx
 
+from edgefusion.deploy.tiling import plan_and_tile
 from edgefusion.errors import EdgeFusionError
 from edgefusion.latency.backends import select_backend
-from edgefusion.latency.device import DeviceProfile, load_device
-from edgefusion.latency.op_graph import build_op_graph
+from edgefusion.latency.device import load_device
 from edgefusion.latency.report import ComponentLatency, LatencyReport
 
 COMPONENTS = ("text_encoder", "unet", "vae_decoder")
@@ -21,55 +20,6 @@ def calls_per_image(steps: int, guidance: bool) -> dict[str, int]:
     """Graph calls for one image: CFG runs the text encoder and every UNet step twice (batch 1 per call)."""
     branches = 2 if guidance else 1
     return {"text_encoder": branches, "unet": steps * branches, "vae_decoder": 1}
-
-
-def tile_for_device(model: onnx.ModelProto, component: str, device: DeviceProfile, plan=None) -> dict:
-    """Tile ``model``'s attention in place where the latency model says it pays; returns the decisions
-    (softmax node -> {block, tiles, ms_untiled, ms_tiled}) for the sites it changed."""
-    from edgefusion.tiling.attention import find_attention_sites, tile_attention
-    from edgefusion.tiling.planner import plan_attention_tiling
-
-    sites = find_attention_sites(model)
-    if not sites:
-        return {}
-    choices = plan_attention_tiling(build_op_graph(model, component, plan), sites, device)
-    chosen = {name: c for name, c in choices.items() if c.tiles > 1}
-    if chosen:
-        tile_attention(model, {name: c.block for name, c in chosen.items()})
-    return {name: {"block": c.block, "tiles": c.tiles, "ms_untiled": c.ms_untiled, "ms_tiled": c.ms_tiled}
-            for name, c in chosen.items()}
-
-
-def _extend_plan(plan, model: onnx.ModelProto) -> None:
-    """Tile tensors (``<name>__t<i>``) take the storage type of the tensor they are a slice of."""
-    for node in model.graph.node:
-        for t in node.output:
-            m = re.fullmatch(r"(.*)__t\d+", t)
-            if not m:
-                continue
-            origin = m.group(1)
-            if origin in plan.act_bits:
-                plan.act_bits[t] = plan.act_bits[origin]
-            elif origin in plan.fp16_tensors:
-                plan.fp16_tensors.append(t)
-    for node in model.graph.node:  # the split query tiles
-        if node.op_type == "Split" and node.name.endswith("__tile_split"):
-            for t in node.output:
-                if node.input[0] in plan.act_bits:
-                    plan.act_bits[t] = plan.act_bits[node.input[0]]
-
-
-def plan_and_tile(graph: onnx.ModelProto, component: str, device: DeviceProfile, layers, resolved,
-                  tiling: bool = True):
-    """The exporter's QuantPlan for ``resolved`` on the float ``graph``, with the attention tiled in place where the
-    latency model says it pays (the plan extended to the tile tensors); returns (plan, tiling decisions)."""
-    from edgefusion.quant.plan import plan_quantization
-
-    plan = plan_quantization(graph, layers, resolved)
-    decided = tile_for_device(graph, component, device, plan) if tiling else {}
-    if decided:
-        _extend_plan(plan, graph)
-    return plan, decided
 
 
 def estimate_model(model: str | None = None, mpq_policy: str = "default", device: str = "exynos2400",
@@ -109,11 +59,21 @@ def _source_name(source: dict) -> str:
     return "embedded" if Path(source["ref"]) == embedded_model_dir().resolve() else Path(source["ref"]).name
 
 
+def _export_device(export_dir: Path, manifest: dict) -> str:
+    """The device an export was made for: a shipped profile by name, or the copy saved beside its graphs."""
+    from edgefusion.latency.device import device_names
+
+    name = manifest.get("device", "exynos2400")
+    saved = export_dir / "device.json"
+    return name if name in device_names() or not saved.is_file() else str(saved)
+
+
 def component_graph_files(export_dir: Path, manifest: dict, component: str) -> list[Path]:
     """The ONNX file(s) of one component of an export (several when it was partitioned)."""
-    rec = manifest.get("components", {}).get(component) or {}
-    parts = (rec.get("partition") or {}).get("files")
-    files = [export_dir / f for f in parts] if parts else [export_dir / component / "model.onnx"]
+    from edgefusion.runtime.layout import npu_graph_files
+
+    found = npu_graph_files(export_dir, component, manifest)  # the NPU's graph, not the batch-dynamic client one
+    files = found if isinstance(found, list) else [found]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise EdgeFusionError(f"export folder '{export_dir}' lacks {missing[0]}", "re-run `edgefusion export`")
@@ -129,7 +89,7 @@ def estimate_export(export_dir: str | Path, device: str | None = None, steps: in
         raise EdgeFusionError(f"'{export_dir}' has no manifest.json, so it is not an edgefusion export",
                               "pass a folder written by `edgefusion export`, or --model SRC")
     manifest = json.loads(mpath.read_text())
-    profile = load_device(device or manifest.get("device", "exynos2400"))
+    profile = load_device(device or _export_device(export_dir, manifest))
     sampler = manifest["source"]["sampler"]
     steps = sampler["num_inference_steps"] if steps is None else steps
     if steps < 1:

@@ -1,0 +1,96 @@
+"""CPU speed of the quantized UNet against the float UNet under onnxruntime, side by side in one run.
+
+One intra-op thread, batch 1, the project's own session options (``edgefusion.runtime.session.open_session``) and,
+for comparison, onnxruntime's defaults. The quantized graphs carry int32 biases, so onnxruntime fuses
+``DQ -> Conv/Gemm -> Q`` into integer kernels (QLinearConv, QGemm); the ratio says what that buys on this CPU.
+
+    python bench/cpu_speed.py                              # embedded model
+    python bench/cpu_speed.py --model bk-sdm-tiny --calib-samples 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _time(session, feed: dict, repeats: int) -> float:
+    from edgefusion.runtime.session import run_session
+
+    run_session(session, feed)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run_session(session, feed)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--policies", default="default,w8a8,w8a16")
+    ap.add_argument("--calib-samples", type=int, default=16, help="UNet calibration samples (ranges do not change "
+                                                                   "the speed)")
+    ap.add_argument("--repeats", type=int, default=20)
+    args = ap.parse_args(argv)
+
+    import onnx
+    import onnxruntime as ort
+
+    from edgefusion.calibration.capture import capture_calibration
+    from edgefusion.calibration.prompts import read_prompts, split_prompts
+    from edgefusion.export.torch_to_onnx import export_component
+    from edgefusion.models.source import load_pipeline, resolve_model_source
+    from edgefusion.quant.policy import load_policy
+    from edgefusion.quant.quantize_graph import quantize_graph
+    from edgefusion.runtime.session import open_session
+
+    src = resolve_model_source(args.model)
+    pipe = load_pipeline(src, quiet=True)
+    s = src.sampler
+    steps = max(1, min(s.num_inference_steps, args.calib_samples // 2))
+    cal_p, _ = split_prompts(read_prompts(src.prompts_file), max(2, args.calib_samples // (2 * steps)), 0)
+    cal = capture_calibration(pipe, cal_p, steps, s.guidance_scale, s.height, s.width, progress=False)
+    samples = cal.samples["unet"][:args.calib_samples]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        fpath = export_component(pipe, "unet", samples[0].inputs, work / "float" / "model.onnx")
+        del pipe
+        feed = samples[-1].inputs
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        base = {"project": _time(open_session(fpath, threads=1), feed, args.repeats),
+                "default": _time(ort.InferenceSession(str(fpath), opts, providers=["CPUExecutionProvider"]), feed,
+                                 args.repeats)}
+        print(f"{args.model} UNet, 1 thread, batch 1, median of {args.repeats} runs "
+              f"(onnxruntime {ort.__version__})")
+        print(f"{'graph':<12}{'session':<10}{'ms':>9}{'vs float':>10}  integer kernels")
+        for name, t in base.items():
+            print(f"{'float':<12}{name:<10}{t * 1e3:>9.2f}{1.0:>10.2f}")
+        for policy in args.policies.split(","):
+            qg = quantize_graph(fpath, work / policy / "model.onnx", "unet", load_policy(policy),
+                                [x.inputs for x in samples], groups=[x.prompt_index for x in samples],
+                                method="minmax")
+            opt = work / policy / "optimized.onnx"
+            runs = {"project": open_session(qg.path, threads=1, optimized_model_path=opt),
+                    "default": ort.InferenceSession(str(qg.path), opts, providers=["CPUExecutionProvider"])}
+            ops = Counter(n.op_type for n in onnx.load(str(opt), load_external_data=False).graph.node)
+            fused = ", ".join(f"{k} {ops[k]}" for k in ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger",
+                                                        "QLinearAdd") if ops[k])
+            for name, sess in runs.items():
+                t = _time(sess, feed, args.repeats)
+                print(f"{policy:<12}{name:<10}{t * 1e3:>9.2f}{t / base[name]:>10.2f}  "
+                      f"{fused if name == 'project' else ''}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -156,7 +156,7 @@ def test_partitioning_fewest_parts_exact_chain_and_too_large_operator(tiny_expor
     from edgefusion.tiling.partition import plan_partition, write_partitions
 
     shutil.copytree(tiny_exports["default"] / "unet", tmp_path / "unet")
-    path = tmp_path / "unet" / "model.onnx"
+    path = tmp_path / "unet" / "npu.onnx"  # the NPU graph (model.onnx is the client's batch loop around it)
     model = onnx.load(str(path), load_external_data=False)
     total_mb = sum(_init_bytes(t) for t in model.graph.initializer) / 2**20
     plan = plan_partition(model, 0.15, 8192)

@@ -84,9 +84,6 @@ def test_qdq_export_identical_to_runtime_under_ort_default_options(tiny_exports,
     assert np.array_equal(qdq_client_images["diffusers"], ddim_default)
 
 
-@pytest.mark.xfail(strict=True, reason="onnxruntime's default session runs WeightBiasQuantization (float biases of "
-                   "integer layers -> int32), which the simulation's session disables: 26.44 dB on tiny. Expected to "
-                   "pass once the export writes int32 biases itself (fidelity issue); then drop this marker.")
 def test_qdq_client_image_within_45_db_of_generate(tiny_exports, qdq_client_images):
     own, _ = _runtime_images(tiny_exports["default"], ort_defaults=False)
     got = psnr_db(own, qdq_client_images["optimum"])

@@ -9,6 +9,7 @@ tensors of the UNet compound to the low 20s; 16-bit activations should add ~15 d
 
 from collections import Counter
 
+import numpy as np
 import onnx
 import pytest
 
@@ -67,6 +68,10 @@ def test_default_policy_qdq_layout_on_unet(tiny_float_graphs, tiny_calibration, 
     bias_dq = [n for n in const_dq if inits[n.input[0]].data_type == onnx.TensorProto.INT32]
     n_biased = sum(1 for n in float_model.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2)
     assert len(bias_dq) == len(qg.plan.int32_biases) >= n_biased > 0
+    # each int32 bias is read by its own layer only (tiny's all-zero biases are one shared constant in the
+    # exporter's graph; a shared int32 bias would carry one layer's scale into every other reader)
+    readers = Counter(i for n in model.graph.node for i in n.input)
+    assert all(readers[n.output[0]] == 1 for n in bias_dq)
     counts = Counter(n.op_type for n in model.graph.node)
     assert counts["QuantizeLinear"] == len(qg.plan.act_bits)
     assert counts["DequantizeLinear"] == len(qg.plan.act_bits) + len(qg.plan.int8_weights) + len(bias_dq)
@@ -129,3 +134,33 @@ def test_sqnr_is_the_same_under_onnxruntimes_default_session(tiny_float_graphs, 
     ref = [run_session(fs, s.inputs)[0] for s in ver.samples["unet"]]
     out = [run_session(plain, s.inputs)[0] for s in ver.samples["unet"]]
     assert abs(mean_sqnr_db(ref, out) - project_db) < 0.1, (mean_sqnr_db(ref, out), project_db)
+
+
+def test_unshare_biases_gives_each_reader_its_own_copy(tmp_path):
+    """Two Linears and a LayerNorm reading one zero bias: after unsharing each reads its own initializer and the
+    graph computes the same thing."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgefusion.export.unshare_biases import unshare_biases
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.full(4, 0.5, np.float32), "b"),
+             numpy_helper.from_array(np.ones(4, np.float32), "g")]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["m1"], name="mm1"),
+             helper.make_node("Add", ["m1", "b"], ["a1"], name="add1"),
+             helper.make_node("Gemm", ["a1", "w2", "b"], ["a2"], name="gemm"),
+             helper.make_node("LayerNormalization", ["a2", "g", "b"], ["y"], name="ln")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    x = {"x": rng.standard_normal((2, 4)).astype(np.float32)}
+    onnx.save(model, str(tmp_path / "shared.onnx"))
+    before = run_session(open_session(tmp_path / "shared.onnx"), x)[0]
+    assert unshare_biases(model) == 2
+    readers = Counter(i for n in model.graph.node for i in n.input if i.startswith("b"))
+    assert len(readers) == 3 and set(readers.values()) == {1}
+    onnx.save(model, str(tmp_path / "own.onnx"))
+    np.testing.assert_array_equal(run_session(open_session(tmp_path / "own.onnx"), x)[0], before)
+    assert unshare_biases(model) == 0

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefusion.errors import EdgeFusionError
+from edgefusion.export.unshare_biases import unshare_biases_file
 
 OPSET = 21  # 16-bit QuantizeLinear/DequantizeLinear and GroupNormalization need opset 21
 
@@ -84,4 +85,5 @@ def export_component(pipe, component: str, example: dict[str, np.ndarray], path:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise EdgeFusionError(f"torch.onnx (dynamo) could not export the {component}: {first}",
                               "report the model architecture; export works on the shipped presets") from None
+    unshare_biases_file(path)
     return path

@@ -1,0 +1,155 @@
+"""Fidelity (issue 12): the range methods do what they claim, integer text encoders keep their fidelity, the loud
+check fires on a broken export and not on a faithful one, and bad calibration choices are one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from edgefusion.errors import EdgeFusionError
+from edgefusion.metrics import mean_sqnr_db
+from edgefusion.quant.policy import load_policy
+from edgefusion.quant.quantize_graph import quantize_graph
+from edgefusion.runtime.session import open_session, run_session
+
+
+def _heldout_sqnr(float_path, qpath, samples) -> float:
+    fs, qs = open_session(float_path), open_session(qpath)
+    return mean_sqnr_db([run_session(fs, s.inputs)[0] for s in samples],
+                        [run_session(qs, s.inputs)[0] for s in samples])
+
+
+def _quantize(float_graphs, calibration, tmp_path, comp, policy, method):
+    cal, ver = calibration
+    qg = quantize_graph(float_graphs[comp], tmp_path / f"{comp}-{policy}-{method}.onnx", comp, load_policy(policy),
+                        [s.inputs for s in cal.samples[comp]], method=method,
+                        groups=[s.prompt_index for s in cal.samples[comp]])
+    return qg, _heldout_sqnr(float_graphs[comp], qg.path, ver.samples[comp])
+
+
+@pytest.fixture(scope="module")
+def embedded_set(tmp_path_factory):
+    """The embedded model's own sampler on 3 calibration and 2 held-out prompts (6 steps), and its float graphs."""
+    from edgefusion.calibration.capture import capture_calibration
+    from edgefusion.calibration.prompts import read_prompts, split_prompts
+    from edgefusion.export.torch_to_onnx import export_component
+    from edgefusion.models.source import load_pipeline, resolve_model_source
+
+    src = resolve_model_source("embedded")
+    pipe = load_pipeline(src, quiet=True)
+    s = src.sampler
+    cal_p, ver_p = split_prompts(read_prompts(src.prompts_file), 3, 2)
+    cal = capture_calibration(pipe, cal_p, 6, s.guidance_scale, s.height, s.width, progress=False)
+    ver = capture_calibration(pipe, ver_p, 6, s.guidance_scale, s.height, s.width, seed=10000, progress=False)
+    root = tmp_path_factory.mktemp("embedded-float")
+    graphs = {c: export_component(pipe, c, cal.samples[c][0].inputs, root / c / "model.onnx")
+              for c in ("text_encoder", "unet")}
+    return graphs, (cal, ver)
+
+
+def test_crossval_widening_beats_minmax_on_held_out_prompts(embedded_set, tmp_path):
+    """The claim of the default method: 16-bit ranges widened by what cross-validation over calibration prompts
+    picks keep held-out inputs from clipping. Measured at W8A16 on 320 held-out samples: 20.0 -> 42.8 dB."""
+    graphs, sets = embedded_set
+    _, minmax = _quantize(graphs, sets, tmp_path, "unet", "w8a16", "minmax")
+    qg, crossval = _quantize(graphs, sets, tmp_path, "unet", "w8a16", "crossval")
+    assert qg.range_rule["method"] == "crossval" and qg.range_rule["alpha"]["16"] > 1.0
+    assert crossval >= minmax + 3.0, (minmax, crossval)
+
+
+def test_every_range_method_runs_and_mse_does_not_lose_to_minmax(tiny_float_graphs, tiny_calibration, tmp_path):
+    """Every registered method writes a graph that runs; `mse` picks the clipping factors that lower the
+    calibration set's quantization error, so on held-out samples it stays within 0.5 dB of min/max or better."""
+    from edgefusion.quant.range_methods import METHODS
+
+    results = {m: _quantize(tiny_float_graphs, tiny_calibration, tmp_path, "unet", "w8a8", m) for m in METHODS}
+    for m, (qg, sqnr) in results.items():
+        assert qg.range_rule["method"] == m and np.isfinite(sqnr) and sqnr > 15.0, (m, sqnr)
+    assert results["mse"][1] >= results["minmax"][1] - 0.5
+    # crossval's grid includes min/max itself: its held-out figure is min/max's or the widening it found better
+    assert results["crossval"][1] >= results["minmax"][1] - 0.5
+
+
+def _text_encoder_ranges(qpath) -> list[float]:
+    model = onnx.load(str(qpath))
+    inits = {t.name: t for t in model.graph.initializer}
+    out = []
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear":
+            scale = float(numpy_helper.to_array(inits[n.input[1]]))
+            bits = 8 if inits[n.input[2]].data_type == onnx.TensorProto.UINT8 else 16
+            out.append(scale * (2 ** bits - 1))
+    return out
+
+
+@pytest.mark.parametrize("policy", ["w8a8", "w8a16"])
+def test_integer_text_encoder_is_not_ruled_by_the_causal_mask(tiny_float_graphs, tiny_calibration, tmp_path,
+                                                             policy):
+    """The mask's -3.4e38 no longer sets a quantized range (it is merged into the softmax layer), so the integer
+    text encoder keeps its fidelity: before, ~17 dB on tiny. Tiny's random int8 weights alone cost 37.8 dB (a
+    Gaussian weight row has outliers), which bounds what any activation range can reach here."""
+    qg, sqnr = _quantize(tiny_float_graphs, tiny_calibration, tmp_path, "text_encoder", policy, "minmax")
+    assert max(_text_encoder_ranges(qg.path)) < 1e3
+    assert sqnr >= {"w8a8": 25.0, "w8a16": 33.0}[policy], sqnr
+
+
+def test_embedded_text_encoder_w8a16_reaches_40_db(embedded_set, tmp_path):
+    """The issue's target on the trained model: W8A16 >= 40 dB (measured 45.7 dB in an export; W8A8 reaches 33.6,
+    short of 40: see the README)."""
+    graphs, sets = embedded_set
+    _, sqnr = _quantize(graphs, sets, tmp_path, "text_encoder", "w8a16", None)
+    assert sqnr >= 40.0, sqnr
+
+
+def test_fidelity_warnings_on_the_analysers_readings():
+    from edgefusion.embedded.shapes import Attributes, render
+    from edgefusion.export.fidelity_check import IMAGE_PSNR_FLOOR_DB, fidelity_warnings
+
+    a = Attributes("cross", "orange", "small", "center", "blue")
+    b = Attributes("circle", "yellow", "small", "center", "blue")
+    ia, ib = render(a), render(b)
+    assert fidelity_warnings(a.caption(), ia, ia, 60.0) == []
+    w = fidelity_warnings(a.caption(), ia, ib, 60.0)
+    assert len(w) == 1 and "shape cross -> circle" in w[0] and "colour orange -> yellow" in w[0]
+    low = fidelity_warnings("a photo of a cat", ia, ia, IMAGE_PSNR_FLOOR_DB - 0.01)
+    assert len(low) == 1 and "PSNR" in low[0]
+    assert fidelity_warnings("a photo of a cat", ia, ib, float("nan"))  # NaN is below any floor
+
+
+def test_loud_check_fails_a_broken_export_under_strict_and_passes_fp16(tmp_path):
+    """On the trained embedded model, 8-bit everything (the timestep embedding included) draws something else:
+    warned, and an error under --strict with nothing written; an fp16 export passes without a warning. (Random
+    `tiny` is too forgiving to break this way: 29.6 dB image PSNR at W8A8 everywhere.)"""
+    from edgefusion.export.run_export import export
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: broken\nrules:\n  _default: W8A8\n")
+    fast = dict(calib_prompts=1, calib_steps=2, verify_prompts=1, progress=False, tiling=False,
+                calibration_method="minmax")
+    with pytest.raises(EdgeFusionError, match="check image"):
+        export(model="embedded", mpq_policy=str(broken), out=tmp_path / "b", strict=True, **fast)
+    assert not (tmp_path / "b").exists()
+    m = export(model="tiny", mpq_policy="fp16", out=tmp_path / "f", strict=True, **fast)
+    assert m.warnings == [] and m.end_to_end["quantized_vs_torch_psnr_db"] > 40
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "edgefusion", "export", "--model", "tiny", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_unknown_calibration_method_is_one_line(tmp_path):
+    res = _cli("--calibration-method", "percentile", "--out", str(tmp_path / "x"))
+    assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "percentile" in res.stderr and "crossval" in res.stderr and not (tmp_path / "x").exists()
+
+
+def test_crossval_with_one_prompt_says_how_many_it_needs(tmp_path):
+    res = _cli("--calibration-method", "crossval", "--calib-prompts", "1", "--out", str(tmp_path / "x"))
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "at least 2 prompts" in res.stderr and "--calib-prompts 2" in res.stderr

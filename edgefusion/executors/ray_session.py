@@ -1,0 +1,128 @@
+"""Connect to a Ray cluster, or start a local instance, for the length of one run.
+
+A local instance (no address) gets one CPU per core (or the requested worker count), a small object store and no
+dashboard, and is shut down when the run ends. ``auto`` and ``HOST:PORT`` join an existing cluster; the address is
+checked with a plain TCP connection first (a few seconds), because ``ray.init`` on an address that does not answer
+retries for minutes. A process that is already connected (``ray.init`` called by the caller) is used as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from contextlib import contextmanager
+
+from edgefusion.errors import EdgeFusionError
+from edgefusion.executors.spec import RAY_EXTRA, ExecutorSpec
+
+CONNECT_TIMEOUT_S = 3.0
+OBJECT_STORE_MB = 300  # per node; EDGEFUSION_RAY_OBJECT_STORE_MB overrides (large objects spill to disk)
+_HOW_CLUSTER = ("start one with `ray start --head` and pass the address it prints (HOST:PORT), or drop "
+                "--ray-address to start a local Ray instance")
+
+
+def require_ray():
+    """The ``ray`` module, or a one-line error naming the extra to install."""
+    try:
+        import ray
+    except ImportError:
+        raise EdgeFusionError("--executor ray needs Ray, which is not installed in this environment",
+                              f"install the extra: {RAY_EXTRA} (or use --executor local)") from None
+    return ray
+
+
+def local_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    bare = address.removeprefix("ray://")
+    host, _, port = bare.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _resolve_auto() -> str | None:
+    """What ``ray.init(address="auto")`` would join (RAY_ADDRESS, the last `ray start` on this machine, or a
+    running cluster found on it); ``None`` when Ray's lookup is unavailable (then ``ray.init`` decides)."""
+    try:
+        from ray._private.services import get_ray_address_from_environment
+    except ImportError:  # Ray moved it: skip the early check
+        return None
+    try:
+        found = get_ray_address_from_environment("auto", None)
+    except ConnectionError:
+        raise EdgeFusionError("--ray-address auto found no running Ray cluster on this machine", _HOW_CLUSTER) from None
+    return found if found and found != "auto" else None
+
+
+def check_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str:
+    """The address to pass to ``ray.init``, after checking something answers there within ``timeout_s``."""
+    resolved = _resolve_auto() if address == "auto" else address
+    if resolved is None:
+        return address
+    try:
+        host, port = _host_port(resolved)
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as err:
+        what = f"--ray-address {address}" + (f" ({resolved})" if resolved != address else "")
+        raise EdgeFusionError(f"{what} does not answer ({type(err).__name__}: {err})", _HOW_CLUSTER) from None
+    return resolved
+
+
+def object_store_bytes() -> int:
+    """Object store size of a local instance."""
+    env = os.environ.get("EDGEFUSION_RAY_OBJECT_STORE_MB", "").strip()
+    if env and not env.isdigit():
+        raise EdgeFusionError(f"EDGEFUSION_RAY_OBJECT_STORE_MB='{env}' is not a whole number", "unset it or set e.g. 500")
+    return int(env or OBJECT_STORE_MB) * 2 ** 20
+
+
+@contextmanager
+def ray_session(spec: ExecutorSpec):
+    """Yield the connected ``ray`` module; shuts Ray down afterwards if this call connected it."""
+    ray = require_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    try:
+        if spec.address is None:
+            ray.init(address="local", num_cpus=spec.workers or local_cores(), object_store_memory=object_store_bytes(),
+                     include_dashboard=False, **quiet)
+        else:
+            ray.init(address=check_address(spec.address), **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        ray.shutdown()
+        raise EdgeFusionError(f"could not {'start' if spec.address is None else 'join'} Ray ({first})",
+                              _HOW_CLUSTER if spec.address else "check `ray start --head` works on this machine, "
+                              "or use --executor local") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def worker_count(ray) -> int:
+    """CPUs of the connected cluster (one task per CPU runs at a time)."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def cluster_is_local(ray) -> bool:
+    """True when every live node of the cluster is this machine (so paths on it are paths on every worker)."""
+    here = ray.util.get_node_ip_address()
+    return all(n.get("NodeManagerAddress") == here for n in ray.nodes() if n.get("Alive"))
+
+
+def assigned_cpus(ray) -> int:
+    """CPUs Ray assigned to the running task (inside a worker), at least 1."""
+    try:
+        return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    except Exception:  # outside a task
+        return 1

@@ -1,14 +1,15 @@
 """Evaluation on Ray: one task per prompt, results streamed back and merged exactly as shards are.
 
 A task makes the PyTorch float reference image of its prompt (with its per-step trace) and then every ONNX
-variant's image, and scores them as the local loop does (PSNR/SSIM, per-step errors, attributes, CLIP score, FID
-features); it returns the images, records and features. Each worker process loads the pipelines once and keeps
-them for the tasks that follow. The driver writes every image as it arrives, puts results back in prompt order and
-merges them in batches of 32 prompts with :func:`~edgefusion.evaluation.merge.merge_parts` (FID statistics are
-sums), so the FID sums are formed in the local loop's order. Large read-only inputs (export folders, a local model
-folder, the CLIP and FID weights) reach the workers by path on one machine, through the object store across
-machines (``executors/folders.py``). A worker killed mid-task is replaced and its prompt retried by Ray; images
-depend only on the prompt's seed, so the result is the same.
+variant's image, and scores them as the local loop does (PSNR/SSIM, per-step errors, attributes, CLIP score); it
+returns the images and records. Each worker process loads the pipelines once and keeps them for the tasks that
+follow. The driver writes every image as it arrives, puts the results back in prompt order and, per batch of 32
+prompts, computes the FID features of the batch's images (read back from the lossless PNGs) exactly as the local
+loop batches them, merging the batches with :func:`~edgefusion.evaluation.merge.merge_parts` (FID statistics are
+sums), so records, FID statistics and every summary figure equal the local run's. Large read-only inputs (export
+folders, a local model folder, the CLIP weights) reach the workers by path on one machine, through the object
+store across machines (``executors/folders.py``). A worker killed mid-task is replaced and its prompt retried by
+Ray; images depend only on the prompt's seed, so the result is the same.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefusion.evaluation.fid import FeatureStats
+from edgefusion.evaluation.fid import FeatureNet, FeatureStats
 from edgefusion.evaluation.merge import EvalPart, merge_parts
 from edgefusion.evaluation.prompts import Prompt
 from edgefusion.evaluation.results import EvalSpec, ImageRecord
@@ -63,7 +64,6 @@ def generate_on_ray(stage: Path, spec: EvalSpec, behind: dict[str, ExportInfo], 
                "variants": [(v.key, v.kind) for v in spec.variants],
                "exports": {k: share(e.path) for k, e in behind.items()},
                "clip": share(files["clip_model"]) if files["clip_model"] else None,
-               "fid": share(files["fid_inception"]) if files["fid_inception"] else None,
                "low_memory": low_memory}
         ctx_ref = ray.put(ctx)
         task = ray.remote(eval_prompt_task).options(num_cpus=1, max_retries=TASK_RETRIES)
@@ -72,19 +72,24 @@ def generate_on_ray(stage: Path, spec: EvalSpec, behind: dict[str, ExportInfo], 
             p = selected[i]
             return task.remote(ctx_ref, {"index": p.index, "text": p.text, "line": p.line})
 
+        fid_net = None
+        if files["fid_inception"]:
+            fid_net = FeatureNet(files["fid_inception"])
         order, total, batch = InOrder(), EvalPart({k: [] for k in keys}), []
+        res = None
         for i, res in stream_tasks(ray, submit, len(selected), window=TASKS_PER_WORKER * workers, progress=progress,
                                    desc=f"evaluate ({workers} Ray workers)"):
             for key, out in res["variants"].items():
-                save_png(out.pop("image"), stage / out["record"]["image"])
+                save_png(out.pop("image"), stage / out["record"]["image"])  # the driver keeps no images
             for ready in order.push(i, res):
                 batch.append(ready)
                 if len(batch) == FID_BATCH:
-                    total = merge_parts(keys, [total, _part(batch, keys)])
+                    total = merge_parts(keys, [total, _part(batch, keys, stage, fid_net)])
                     batch = []
         if batch:
-            total = merge_parts(keys, [total, _part(batch, keys)])
-        spec.timesteps = list(res["timesteps"]) if selected else spec.timesteps
+            total = merge_parts(keys, [total, _part(batch, keys, stage, fid_net)])
+        if res is not None:
+            spec.timesteps = list(res["timesteps"])
     from edgefusion.evaluation.summary import fid_stats_path
 
     for key, s in total.stats.items():
@@ -95,15 +100,19 @@ def generate_on_ray(stage: Path, spec: EvalSpec, behind: dict[str, ExportInfo], 
     return total.records, total.timings_s
 
 
-def _part(results: list[dict], keys: list[str]) -> EvalPart:
-    """One batch of prompt results (in prompt order) as a mergeable part."""
+def _part(results: list[dict], keys: list[str], stage: Path, fid_net) -> EvalPart:
+    """One batch of prompt results (in prompt order) as a mergeable part; FID features of the batch's images as
+    the local loop computes them (one call per variant on the same images, in the same order)."""
+    from PIL import Image
+
     records = {k: [ImageRecord(**r["variants"][k]["record"]) for r in results] for k in keys}
     timings = {k: round(sum(r["variants"][k]["seconds"] for r in results), 3) for k in keys}
     stats = {}
-    for k in keys:
-        feats = [r["variants"][k]["features"] for r in results if r["variants"][k]["features"] is not None]
-        if feats:
-            stats[k] = FeatureStats.of(np.concatenate(feats))
+    if fid_net is not None:
+        for k in keys:
+            images = [np.asarray(Image.open(stage / rec.image).convert("RGB"), dtype=np.float64) / 255.0
+                      for rec in records[k]]
+            stats[k] = FeatureStats.of(fid_net(images))
     return EvalPart(records, stats, timings)
 
 
@@ -122,7 +131,6 @@ def _worker_state(ctx: dict) -> dict:
     import torch
 
     from edgefusion.evaluation.clip_score import ClipScorer
-    from edgefusion.evaluation.fid import FeatureNet
     from edgefusion.evaluation.variants import float_graphs, read_export
     from edgefusion.executors.folders import local_path
     from edgefusion.executors.ray_session import assigned_cpus
@@ -143,14 +151,12 @@ def _worker_state(ctx: dict) -> dict:
         state["onnx"][key] = OnnxStableDiffusion(info.path, float_graphs(info) if kind == ONNX_FLOAT else None,
                                                  low_memory=ctx["low_memory"])
     state["clip"] = ClipScorer(local_path(ctx["clip"])) if ctx["clip"] else None
-    state["fid"] = FeatureNet(local_path(ctx["fid"])) if ctx["fid"] else None
     _STATE.update(state, run=ctx["run"])
     return _STATE
 
 
 def eval_prompt_task(ctx: dict, prompt: dict) -> dict:
-    """One prompt, every variant: ``{"index", "timesteps", "variants": {key: {"record", "image", "features",
-    "seconds"}}}`` (a Ray task; the reference first, then each ONNX variant scored against it)."""
+    """One prompt, every variant: ``{"index", "timesteps", "variants": {key: {"record", "image", "seconds"}}}`` (a Ray task; the reference first, then each ONNX variant scored against it)."""
     from edgefusion.evaluation.image_metrics import image_psnr_db, image_ssim
     from edgefusion.evaluation.trace import onnx_traced_image, step_errors, torch_traced_image
 
@@ -162,9 +168,7 @@ def eval_prompt_task(ctx: dict, prompt: dict) -> dict:
 
     def scored(key: str, image: np.ndarray, t0: float, rec: ImageRecord | None = None) -> None:
         rec = rec or image_record(key, p, seed, image, st["clip"])
-        out["variants"][key] = {"record": asdict(rec), "image": image,
-                                "features": st["fid"]([image]) if st["fid"] else None,
-                                "seconds": time.perf_counter() - t0}
+        out["variants"][key] = {"record": asdict(rec), "image": image, "seconds": time.perf_counter() - t0}
 
     ref_image = ref_trace = None
     for key, kind in ctx["variants"]:

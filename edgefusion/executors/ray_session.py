@@ -2,8 +2,11 @@
 
 A local instance (no address) gets one CPU per core (or the requested worker count), a small object store and no
 dashboard, and is shut down when the run ends. ``auto`` and ``HOST:PORT`` join an existing cluster; the address is
-checked with a plain TCP connection first (a few seconds), because ``ray.init`` on an address that does not answer
-retries for minutes. A process that is already connected (``ray.init`` called by the caller) is used as it is.
+checked first, in a few seconds: a plain TCP connection, then one request to the cluster's GCS from a short-lived
+child process (``ray.init`` on an address that does not answer, or answers as something else, retries for a long
+time and floods stderr). A cluster that wants Ray's token authentication (the default of ``ray start`` since Ray
+2.5x) is joined in token mode when this machine has the token. A process that is already connected (``ray.init``
+called by the caller) is used as it is.
 """
 
 from __future__ import annotations
@@ -11,12 +14,16 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
+import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 from edgefusion.errors import EdgeFusionError
 from edgefusion.executors.spec import RAY_EXTRA, ExecutorSpec
 
 CONNECT_TIMEOUT_S = 3.0
+PROBE_TIMEOUT_S = 8.0  # the GCS request, interpreter start and ``ray._raylet`` import included
 OBJECT_STORE_MB = 300  # per node; EDGEFUSION_RAY_OBJECT_STORE_MB overrides (large objects spill to disk)
 _HOW_CLUSTER = ("start one with `ray start --head` and pass the address it prints (HOST:PORT), or drop "
                 "--ray-address to start a local Ray instance")
@@ -60,18 +67,82 @@ def _resolve_auto() -> str | None:
     return found if found and found != "auto" else None
 
 
+# run in a child process: Ray's C++ client logs retries to stderr and caches the authentication mode per process
+_PROBE = """
+import sys
+try:
+    import ray.exceptions
+    from ray._raylet import GcsClient
+except ImportError:
+    print("skip")
+    raise SystemExit(0)
+try:
+    GcsClient(address=sys.argv[1])
+except ray.exceptions.AuthenticationError:
+    print("auth")
+except Exception as err:
+    print("no " + type(err).__name__ + ": " + ((str(err).strip().splitlines() or [""])[0])[:200])
+else:
+    print("ok")
+"""
+
+
+def _probe(address: str, env: dict) -> str:
+    """``ok``, ``auth`` (a Ray cluster that refused our credentials), ``skip`` (cannot tell) or ``no <why>``."""
+    try:
+        res = subprocess.run([sys.executable, "-c", _PROBE, address], capture_output=True, text=True, env=env,
+                             timeout=PROBE_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        return f"no answer to a Ray request within {PROBE_TIMEOUT_S:g} s"
+    out = res.stdout.strip().splitlines()
+    return out[-1] if out else "skip"
+
+
+def _token_available() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())
+
+
+def _reload_ray_config() -> None:
+    """Make an already imported Ray read ``RAY_AUTH_MODE`` again (its C++ config is read once per process)."""
+    if "ray._raylet" not in sys.modules:
+        return  # read when Ray is imported
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):  # another Ray version: ray.init reports what it finds
+        pass
+
+
 def check_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str:
-    """The address to pass to ``ray.init``, after checking something answers there within ``timeout_s``."""
+    """The address to pass to ``ray.init``, after checking a Ray cluster answers there (a TCP connection within
+    ``timeout_s``, then one GCS request). May set ``RAY_AUTH_MODE=token`` for this process when the cluster asks
+    for Ray's token authentication and this machine has the token."""
     resolved = _resolve_auto() if address == "auto" else address
     if resolved is None:
         return address
+    what = f"--ray-address {address}" + (f" ({resolved})" if resolved != address else "")
     try:
         host, port = _host_port(resolved)
         with socket.create_connection((host, port), timeout=timeout_s):
             pass
     except (OSError, ValueError) as err:
-        what = f"--ray-address {address}" + (f" ({resolved})" if resolved != address else "")
         raise EdgeFusionError(f"{what} does not answer ({type(err).__name__}: {err})", _HOW_CLUSTER) from None
+    found = _probe(resolved, dict(os.environ))
+    if found == "auth" and "RAY_AUTH_MODE" not in os.environ and _token_available():
+        if _probe(resolved, {**os.environ, "RAY_AUTH_MODE": "token"}) == "ok":
+            os.environ["RAY_AUTH_MODE"] = "token"  # read by ray.init in this process
+            _reload_ray_config()
+            found = "ok"
+    if found == "auth":
+        raise EdgeFusionError(f"the Ray cluster at {what.removeprefix('--ray-address ')} refused this machine's "
+                              "credentials (Ray token authentication)",
+                              "set RAY_AUTH_TOKEN to the cluster's token (`ray get-auth-token` on the head node) and "
+                              "RAY_AUTH_MODE=token")
+    if found.startswith("no "):
+        raise EdgeFusionError(f"{what} does not answer as a Ray cluster ({found[3:]})", _HOW_CLUSTER)
     return resolved
 
 

@@ -41,12 +41,14 @@ def ray_instance(tmp_path_factory):
     """A local Ray instance with 2 worker CPUs for this module; its workers run ``ray_fault_hook.install`` (armed
     only by the killed-worker test). Shut down at the end of the module."""
     fault = tmp_path_factory.mktemp("fault")
+    worker_tmp = tmp_path_factory.mktemp("worker-tmp")  # where workers unpack folders shipped through the store
     path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
-    env = {"EDGEFUSION_TEST_FAULT_DIR": str(fault), "PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false"}
+    env = {"EDGEFUSION_TEST_FAULT_DIR": str(fault), "PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false",
+           "TMPDIR": str(worker_tmp)}
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 2 ** 20, log_to_driver=False,
              runtime_env={"env_vars": env, "worker_process_setup_hook": "ray_fault_hook.install"})
     try:
-        yield fault
+        yield fault, worker_tmp
     finally:
         ray.shutdown()
 
@@ -92,10 +94,16 @@ def test_evaluation_on_ray_equals_local(ray_instance, eval_inputs, local_eval, t
     assert EvalResult.load(tmp_path / "ray").records == want.records  # what was written, too
 
 
-def test_a_killed_worker_is_retried_with_the_same_result(ray_instance, eval_inputs, local_eval, tmp_path):
-    fault = ray_instance
+def test_a_killed_worker_is_retried_with_the_same_result(ray_instance, eval_inputs, local_eval, tmp_path,
+                                                         monkeypatch):
+    """A worker SIGKILLed in the middle of a prompt; the inputs go through the object store this time (as across
+    machines) rather than by path."""
+    from edgefusion.executors.folders import CACHE_PREFIX, SHIP_ENV
+
+    fault, worker_tmp = ray_instance
     exports, prompts, metrics = eval_inputs
     want, want_dir = local_eval
+    monkeypatch.setenv(SHIP_ENV, "store")
     (fault / "arm").write_text("")
     try:
         got = evaluate(exports, prompts, tmp_path / "ray", seed=SEED, metrics=metrics, float_onnx=False,
@@ -107,6 +115,8 @@ def test_a_killed_worker_is_retried_with_the_same_result(ray_instance, eval_inpu
     with pytest.raises(ProcessLookupError):
         os.kill(killed, 0)
     _same_result(got, want, tmp_path / "ray", want_dir)
+    unpacked = sorted(p.name for p in worker_tmp.glob(f"{CACHE_PREFIX}*"))
+    assert len(unpacked) >= 3, unpacked  # the two exports and the CLIP folder reached the workers as copies
 
 
 def test_sweep_chunks_on_ray_equal_local(ray_instance, tiny_float_graphs, tiny_calibration, tmp_path):
@@ -240,3 +250,26 @@ def test_help_imports_neither_torch_nor_ray():
             "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr
+
+
+def test_export_auto_hands_the_executor_to_its_profiling_step(monkeypatch):
+    """``export --mpq-policy auto --executor ray``: the request the isolated auto stage receives names the executor
+    (the manifest's record of the request does not); ``--executor ray`` with a fixed policy is refused."""
+    import edgefusion.export.isolated as isolated
+    from edgefusion.sensitivity.auto_export import AutoRequest, policy_or_auto
+
+    seen = []
+
+    def fake_run_isolated(fn, stage, request, *args, **kwargs):
+        seen.append(request)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(isolated, "run_isolated", fake_run_isolated)
+    req = policy_or_auto("auto", executor=ExecutorSpec("ray", None, 2))
+    assert isinstance(req, AutoRequest) and "executor" not in req.to_dict()
+    with pytest.raises(RuntimeError, match="stop here"):
+        req.choose("/nonexistent-stage", {}, {}, 0)
+    assert ExecutorSpec.from_dict(seen[0]["executor"]) == ExecutorSpec("ray", None, 2)
+    assert policy_or_auto("auto").executor is None  # local: nothing recorded, nothing imported
+    with pytest.raises(EdgeFusionError, match="--executor ray only applies to --mpq-policy auto"):
+        policy_or_auto("default", executor=ExecutorSpec("ray"))

@@ -28,9 +28,9 @@ def compare_policies(out: str | Path, model: str | None = None, policies: tuple[
     the ``compare.json`` content. Every argument maps to one flag of ``eval/compare_policies.py``. ``executor``
     ``ray``: the exports run as Ray tasks (``ray_compare.py``), the evaluation as one task per prompt."""
     from edgefusion.evaluation.prompts import load_prompt_set
-    from edgefusion.executors.spec import check_executor
     from edgefusion.evaluation.run import evaluate
     from edgefusion.evaluation.table import markdown_table
+    from edgefusion.executors.spec import check_executor
     from edgefusion.export.atomic import atomic_dir
     from edgefusion.export.run_export import export
     from edgefusion.quant.policy import load_policy

@@ -70,7 +70,8 @@ class AutoRequest:
         from edgefusion.export.isolated import run_isolated
 
         work = Path(stage) / ".work"
-        spec, self.peak_rss_mb = run_isolated(_auto_stage, str(stage), {**self.to_dict(), "executor": self.executor}, source, shapes, seed,
+        request = {**self.to_dict(), "executor": self.executor}  # the manifest's record has no executor
+        spec, self.peak_rss_mb = run_isolated(_auto_stage, str(stage), request, source, shapes, seed,
                                               progress, device, tiling, method,
                                               scratch=work if work.is_dir() else None)
         return PolicySpec.from_dict(spec, where="automatic policy")
@@ -114,6 +115,7 @@ def _auto_stage(stage: str, request: dict, source: dict, shapes: dict, seed: int
 
     from edgefusion import __version__
     from edgefusion.calibration.capture import CalibrationSet
+    from edgefusion.executors.spec import ExecutorSpec
     from edgefusion.quant.policy import load_policy
     from edgefusion.sensitivity.autopolicy import choose_auto_policy
     from edgefusion.sensitivity.cost import ProxyCost, measure_layer_stats
@@ -129,8 +131,6 @@ def _auto_stage(stage: str, request: dict, source: dict, shapes: dict, seed: int
     from edgefusion.sensitivity.report import Provenance, SensitivityReport
     from edgefusion.sensitivity.simulate import Simulator
     from edgefusion.sensitivity.torch_graph import TorchGraph
-
-    from edgefusion.executors.spec import ExecutorSpec
 
     req = AutoRequest(**{k: v for k, v in request.items() if k not in ("name", "peak_rss_mb")})
     stage_dir = Path(stage)

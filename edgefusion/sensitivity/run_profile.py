@@ -116,9 +116,8 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
     )
     from edgefusion.quant.policy import load_policy
     from edgefusion.quant.range_methods import resolve_method
-    from edgefusion.sensitivity.auto_export import prompts_digest
-
     from edgefusion.executors.spec import check_executor
+    from edgefusion.sensitivity.auto_export import prompts_digest
 
     t_start = time.perf_counter()
     executor = check_executor(executor)  # Ray installed, its address answering: before any heavy work
@@ -247,8 +246,8 @@ def _profile_stage(out: str, info: dict, probes: int, max_samples, target_sqnr, 
     plots, automatic policy."""
     import torch
 
-    from edgefusion.executors.spec import ExecutorSpec
     from edgefusion.calibration.capture import CalibrationSet
+    from edgefusion.executors.spec import ExecutorSpec
     from edgefusion.quant.policy import PolicySpec
     from edgefusion.sensitivity.autopolicy import choose_auto_policy
     from edgefusion.sensitivity.cost import ProxyCost, measure_layer_stats

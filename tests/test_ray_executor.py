@@ -273,3 +273,24 @@ def test_export_auto_hands_the_executor_to_its_profiling_step(monkeypatch):
     assert policy_or_auto("auto").executor is None  # local: nothing recorded, nothing imported
     with pytest.raises(EdgeFusionError, match="--executor ray only applies to --mpq-policy auto"):
         policy_or_auto("default", executor=ExecutorSpec("ray"))
+
+
+def test_profile_command_on_ray(tmp_path):
+    """`edgefusion profile --executor ray` end to end on `tiny`: its stage process (TMPDIR inside the staging
+    folder) starts its own local Ray instance and writes a complete report; nothing of Ray is left behind in the
+    output or under a short temporary folder."""
+    import glob
+
+    before = set(glob.glob("/tmp/efray-*"))
+    code = "import sys\nfrom edgefusion.cli.main import main\nsys.exit(main(sys.argv[1:]))"
+    res = subprocess.run([sys.executable, "-c", code, "profile", "--model", "tiny", "--calib-prompts", "2",
+                          "--calib-steps", "2", "--verify-prompts", "1", "--probes", "1", "--max-samples", "8",
+                          "--no-progress", "--out", str(tmp_path / "p"), "--executor", "ray"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    from edgefusion.sensitivity.report import SensitivityReport
+
+    rep = SensitivityReport.load(tmp_path / "p")
+    assert rep.complete and rep.done_samples == rep.profiled_samples and len(rep.profiled_samples) >= 2
+    assert not any("ray" in p.name.lower() for p in (tmp_path / "p").rglob("*"))
+    assert set(glob.glob("/tmp/efray-*")) == before

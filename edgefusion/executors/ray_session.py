@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -130,6 +132,8 @@ def check_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str:
             pass
     except (OSError, ValueError) as err:
         raise EdgeFusionError(f"{what} does not answer ({type(err).__name__}: {err})", _HOW_CLUSTER) from None
+    if resolved.startswith("ray://"):
+        return resolved  # a Ray Client server, not a GCS: ray.init speaks to it, with its own timeout
     found = _probe(resolved, dict(os.environ))
     if found == "auth" and "RAY_AUTH_MODE" not in os.environ and _token_available():
         if _probe(resolved, {**os.environ, "RAY_AUTH_MODE": "token"}) == "ok":
@@ -144,6 +148,21 @@ def check_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str:
     if found.startswith("no "):
         raise EdgeFusionError(f"{what} does not answer as a Ray cluster ({found[3:]})", _HOW_CLUSTER)
     return resolved
+
+
+# Ray's socket paths (<temp dir>/session_<date>_<time>_<us>_<pid>/sockets/plasma_store) must fit in 107 bytes
+_SESSION_TAIL = len("/session_2026-01-01_00-00-00_000000_1234567/sockets/plasma_store")
+
+
+def local_temp_dir() -> tuple[str, bool]:
+    """Where a local instance keeps its session (sockets, logs, spilled objects), and whether that folder is ours
+    to remove afterwards: Ray's usual ``<temp>/ray`` unless that path is too long for a socket name (the stage
+    processes point TMPDIR into the output's staging folder), then a new short folder under /tmp."""
+    base = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
+    usual = os.path.join(base, "ray")
+    if len(usual) + _SESSION_TAIL < 107:
+        return usual, False
+    return tempfile.mkdtemp(prefix="efray-", dir="/tmp"), True
 
 
 def object_store_bytes() -> int:
@@ -162,15 +181,19 @@ def ray_session(spec: ExecutorSpec):
         yield ray
         return
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    temp, ours = None, False
     try:
         if spec.address is None:
+            temp, ours = local_temp_dir()
             ray.init(address="local", num_cpus=spec.workers or local_cores(), object_store_memory=object_store_bytes(),
-                     include_dashboard=False, **quiet)
+                     include_dashboard=False, _temp_dir=temp, **quiet)
         else:
             ray.init(address=check_address(spec.address), **quiet)
     except (ConnectionError, RuntimeError, ValueError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         ray.shutdown()
+        if ours:
+            shutil.rmtree(temp, ignore_errors=True)
         raise EdgeFusionError(f"could not {'start' if spec.address is None else 'join'} Ray ({first})",
                               _HOW_CLUSTER if spec.address else "check `ray start --head` works on this machine, "
                               "or use --executor local") from None
@@ -178,6 +201,8 @@ def ray_session(spec: ExecutorSpec):
         yield ray
     finally:
         ray.shutdown()
+        if ours:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def worker_count(ray) -> int:

@@ -57,9 +57,11 @@ def generate_on_ray(stage: Path, spec: EvalSpec, behind: dict[str, ExportInfo], 
                 shares[str(path)] = share_folder(ray, path, ship)
             return shares[str(path)]
 
-        model = spec.model
+        from edgefusion.models.source import ModelSource
+
+        model = spec.model  # a local folder as recorded ("embedded" for the shipped model): resolved here
         ctx = {"run": uuid.uuid4().hex, "model": model,
-               "model_share": share(model["ref"]) if model.get("kind") == "local" else None,
+               "model_share": share(ModelSource.from_dict(model).ref) if model.get("kind") == "local" else None,
                "shapes": spec.shapes, "seed": spec.seed, "steps": spec.steps, "guidance_scale": spec.guidance_scale,
                "variants": [(v.key, v.kind) for v in spec.variants],
                "exports": {k: share(e.path) for k, e in behind.items()},

@@ -1,9 +1,8 @@
 """The sensitivity sweep on Ray: chunks of samples as tasks, per-source noise energies added as they come back.
 
 The samples left to profile are cut into the same chunks the local sweep makes (the memory budget's
-``per_chunk``), and each chunk into pieces so every worker gets work. A piece draws exactly the random probes its
-chunk would (``linear_noise(probe_rows=...)``), so each sample's estimate is the local one up to float rounding
-(other batch sizes, one thread per worker), and energies of disjoint samples add. The float graph reaches the
+``per_chunk``), one task per chunk with the local sweep's probe seed, so each sample's estimate is the local one and
+energies of disjoint samples add (see :func:`plan_pieces` on why chunks are not cut smaller). The float graph reaches the
 workers by path on one machine, through the object store across machines; the samples and the driver's sites and
 calibration ranges go through the object store once. The report is saved as pieces finish (at most every few
 seconds): a driver that dies resumes from it like a local run.
@@ -22,23 +21,22 @@ from edgefusion.executors.spec import ExecutorSpec
 from edgefusion.sensitivity.report import SensitivityReport
 from edgefusion.sensitivity.simulate import Chunk, Simulator
 
-PIECES_PER_WORKER = 2  # pieces of the sweep per worker (fewer, larger pieces batch better; more balance better)
-MIN_PIECE = 4  # samples: kernels pick other algorithms for tiny batches, which moves the estimates more
+PIECES_PER_WORKER = 2  # unused while every task is a whole chunk (see plan_pieces)
 SAVE_EVERY_S = 2.0
 
 
 def plan_pieces(todo: list[int], per_chunk: int, workers: int,
                 per_worker: int = PIECES_PER_WORKER) -> list[tuple[list[int], int, int, int]]:
-    """``(sample indices, chunk start sample, chunk size, offset in the chunk)`` per piece: the local sweep's chunks
-    of ``todo`` (``per_chunk`` samples each), cut into pieces of ``len(todo) / (workers * per_worker)`` samples
-    (at least ``MIN_PIECE``; a chunk smaller than that is one piece)."""
-    size = max(MIN_PIECE, math.ceil(len(todo) / max(1, workers * per_worker)))
-    pieces = []
-    for start in range(0, len(todo), per_chunk):
-        chunk = todo[start:start + per_chunk]
-        for off in range(0, len(chunk), size):
-            pieces.append((chunk[off:off + size], chunk[0], len(chunk), off))
-    return pieces
+    """``(sample indices, chunk start sample, chunk size, offset in the chunk)`` per task: the local sweep's chunks
+    of ``todo`` (``per_chunk`` samples each), one task each.
+
+    Cutting a chunk into smaller pieces (``linear_noise(probe_rows=...)`` draws the chunk's probes for them) gave
+    per-sample estimates that differ from the whole chunk's far beyond float rounding on the embedded model and on
+    ``tiny``; until that is understood every task is a whole chunk, so the Ray sweep equals the local one within
+    float summation tolerance, and it runs in parallel only when there are several chunks. ``workers`` and
+    ``per_worker`` are kept for when pieces come back."""
+    del workers, per_worker
+    return [(todo[i:i + per_chunk], todo[i], len(todo[i:i + per_chunk]), 0) for i in range(0, len(todo), per_chunk)]
 
 
 def sweep_on_ray(sim: Simulator, report: SensitivityReport, path: Path, probes: int, seed: int, progress: bool,

@@ -142,7 +142,8 @@ def main() -> int:
     pl, pr = figures["profile_local"], figures["profile_ray"]
     el, er = figures["evaluate_local"], figures["evaluate_ray"]
     figures["profile_max_rel_diff"] = max_rel_diff(pl.pop("noise"), pr.pop("noise"))
-    figures["evaluate_identical"] = el.pop("records") == er.pop("records") and el.pop("summary") == er.pop("summary")
+    same_records = el.pop("records") == er.pop("records")
+    figures["evaluate_identical"] = same_records and el.pop("summary") == er.pop("summary")
     v = figures["versions"]
     print(f"Ray {v['ray']}, torch {v['torch']}, onnxruntime {v['onnxruntime']}, Python {v['python']}, "
           f"{v['cores']} cores; Ray: local instance, {args.workers} workers; load average before "

@@ -3,8 +3,9 @@ w8a8 vs w8a16 vs fp16, against the PyTorch float pipeline and the float ONNX gra
 
     python eval/compare_policies.py --out DIR [--model embedded] [--policies default,w8a8,w8a16,fp16]
         [--prompts held-out:100] [--seed 0] [--calib-prompts 8] [--calib-steps N] [--verify-prompts 2]
-        [--overwrite] [--json] [--no-progress]
+        [--overwrite] [--json] [--no-progress] [--executor local|ray] [--ray-address auto|HOST:PORT]
 
+--executor ray runs the per-policy exports as Ray tasks and the evaluation as one task per prompt.
 Prints the table (PSNR/SSIM vs float, noise SQNR, attribute accuracy, latency estimate) and the wall time; the
 full report is DIR/evaluation/report.html.
 """
@@ -18,6 +19,8 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     """The script's arguments."""
+    from edgefusion.executors.spec import add_executor_args
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--model", default=None, help="as for `edgefusion export --model` (default: embedded)")
@@ -31,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
+    add_executor_args(ap)
     return ap
 
 
@@ -42,13 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     install_signal_handlers()  # SIGTERM/SIGHUP end it like Ctrl-C: the output's staging folder is removed
     from edgefusion.errors import EdgeFusionError
     from edgefusion.evaluation.compare import compare_policies
+    from edgefusion.executors.spec import executor_from_args
 
     policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
     try:
+        executor = executor_from_args(args)
         _, info = compare_policies(args.out, model=args.model, policies=policies, prompts=args.prompts,
                                    seed=args.seed, calib_prompts=args.calib_prompts, calib_steps=args.calib_steps,
                                    verify_prompts=args.verify_prompts, overwrite=args.overwrite,
-                                   progress=not (args.no_progress or args.json))
+                                   progress=not (args.no_progress or args.json), executor=executor)
     except EdgeFusionError as err:
         print(f"compare_policies: error: {err}", file=sys.stderr)
         return 1

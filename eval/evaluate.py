@@ -3,10 +3,11 @@
     python eval/evaluate.py EXPORT [EXPORT ...] --prompts held-out:24|FILE --out DIR [--seed 0] [--steps N]
         [--guidance-scale G] [--shard i/n] [--no-float-onnx] [--low-memory] [--grid-rows 16]
         [--clip-score] [--clip-model DIR] [--fid] [--fid-inception FILE] [--fid-ref-stats FILE] [--protocol coco]
-        [--overwrite] [--json] [--no-progress]
+        [--overwrite] [--json] [--no-progress] [--executor local|ray] [--ray-address auto|HOST:PORT]
 
 Writes DIR/report.html (grid, metric table, per-step plots, latency), DIR/results.json, DIR/images/, DIR/plots/.
-Shards (--shard i/n) are merged with eval/merge_shards.py.
+--executor ray runs one Ray task per prompt (a local Ray instance, or the cluster at --ray-address) with the same
+results. Shards (--shard i/n) are for batch schedulers without Ray; merge them with eval/merge_shards.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     """The script's arguments."""
+    from edgefusion.executors.spec import add_executor_args
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("exports", nargs="+", help="export folders (edgefusion export) of one model")
     ap.add_argument("--prompts", default="held-out:24",
@@ -40,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")
     ap.add_argument("--no-progress", action="store_true")
+    add_executor_args(ap)
     return ap
 
 
@@ -55,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     from edgefusion.evaluation.run import evaluate
     from edgefusion.evaluation.shard import parse_shard
     from edgefusion.evaluation.table import markdown_table
+    from edgefusion.executors.spec import executor_from_args
 
     try:
+        executor = executor_from_args(args)
         shard = parse_shard(args.shard)
         metrics = MetricOptions(clip=args.clip_score, fid=args.fid, coco=args.protocol == "coco",
                                 clip_model=args.clip_model, fid_inception=args.fid_inception,
@@ -64,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(args.exports, load_prompt_set(args.prompts, args.seed), args.out, shard=shard,
                           seed=args.seed, steps=args.steps, guidance_scale=args.guidance_scale, metrics=metrics,
                           float_onnx=not args.no_float_onnx, low_memory=args.low_memory, grid_rows=args.grid_rows,
-                          overwrite=args.overwrite, progress=not (args.no_progress or args.json))
+                          overwrite=args.overwrite, progress=not (args.no_progress or args.json), executor=executor)
     except EdgeFusionError as err:
         print(f"evaluate: error: {err}", file=sys.stderr)
         return 1

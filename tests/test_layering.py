@@ -49,6 +49,15 @@ def test_graph_analysis_is_a_lower_layer():
             assert not _touches(m, names, stage), (f, m)
 
 
+def test_executors_are_a_lower_layer():
+    """executors/ (where units of work run) knows no stage that uses it: only errors and itself."""
+    found = _imports("executors")
+    assert found
+    for f, m, names in found:
+        if m.startswith("edgefusion"):
+            assert m == "edgefusion.errors" or m.startswith("edgefusion.executors"), (f, m)
+
+
 def test_no_private_names_across_packages():
     """latency/, tiling/, graph/ and deploy/ read no other package's private (_x) names."""
     for package in ("latency", "tiling", "graph", "deploy"):

@@ -7,6 +7,8 @@ import json
 
 def add_parser(sub) -> None:
     """Register the sub-command."""
+    from edgefusion.executors.spec import add_executor_args
+
     p = sub.add_parser("export", help="export, quantize and verify a Stable Diffusion model",
                        description="Export text encoder, UNet and VAE decoder to ONNX, quantize them under a "
                                    "mixed-precision policy (QDQ), verify every graph and write an export folder.")
@@ -51,11 +53,13 @@ def add_parser(sub) -> None:
                         "draw what the float one draws, a policy rule that matches no layer, a prompt the tokenizer "
                         "cuts; warnings are otherwise printed and listed in the manifest")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON instead of the summary")
+    add_executor_args(p)  # auto: where its profiling step runs
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     """Execute ``edgefusion export``."""
+    from edgefusion.executors.spec import executor_from_args
     from edgefusion.export.run_export import default_out_dir, export
     from edgefusion.export.summary import format_summary
     from edgefusion.models.source import DEFAULT_MODEL
@@ -69,6 +73,6 @@ def run(args) -> int:
                       max_graph_mb=args.max_graph_mb, target_sqnr=args.target_sqnr,
                       latency_budget_ms=args.latency_budget_ms, sensitivity=args.sensitivity,
                       calibration_method=args.calibration_method, strict=args.strict,
-                      backend=args.backend, htp_samples=args.htp_samples)
+                      backend=args.backend, htp_samples=args.htp_samples, executor=executor_from_args(args))
     print(json.dumps(manifest.to_dict(), indent=1) if args.json else format_summary(manifest, out))
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 def add_parser(sub) -> None:
     """Register the sub-command."""
+    from edgefusion.executors.spec import add_executor_args
+
     p = sub.add_parser("profile", help="per-layer quantization sensitivity of the UNet, and an automatic policy",
                        description="For every quantizable UNet layer and candidate precision (W8A8, W8A16, FP16): "
                                    "how much the noise prediction degrades (SQNR vs float) when only that layer is "
@@ -42,6 +44,7 @@ def add_parser(sub) -> None:
     p.add_argument("--allow-pickle", action="store_true", help="allow loading .bin (pickle) weights")
     p.add_argument("--keep-work", action="store_true", help="keep .work/ (calibration set, float UNet graph)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (ours and the libraries' loading bars)")
+    add_executor_args(p)
     p.set_defaults(run=run)
 
 
@@ -50,6 +53,7 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
+    from edgefusion.executors.spec import executor_from_args
     from edgefusion.models.source import DEFAULT_MODEL
     from edgefusion.sensitivity.run_profile import default_profile_dir, profile
     from edgefusion.sensitivity.summary import format_profile_summary
@@ -64,7 +68,7 @@ def run(args) -> int:
                          memory_mb=args.memory_mb, overwrite=args.overwrite, allow_pickle=args.allow_pickle,
                          keep_work=args.keep_work, progress=not args.no_progress,
                          device=None if args.device == "none" else args.device,
-                         calibration_method=args.calibration_method)
+                         calibration_method=args.calibration_method, executor=executor_from_args(args))
     except KeyboardInterrupt as err:
         if not (Path(out) / "sensitivity.json").is_file():
             raise

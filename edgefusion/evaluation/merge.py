@@ -1,14 +1,49 @@
 """Merge evaluation folders of shards of one run (``--shard i/n`` on several processes or machines) into one
-result and report: same exports, prompt set, seeds and metrics required; every shard exactly once."""
+result and report: same exports, prompt set, seeds and metrics required; every shard exactly once.
+
+:func:`merge_parts` is the merge itself (records in prompt order, FID feature statistics summed, timings summed):
+shard folders go through it here, and the Ray executor streams its batches of prompts through it.
+"""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgefusion.errors import EdgeFusionError
 from edgefusion.evaluation.fid import STATS_FLAG, FeatureStats, load_reference_stats
-from edgefusion.evaluation.results import RESULTS_FILE, EvalResult
+from edgefusion.evaluation.results import RESULTS_FILE, EvalResult, ImageRecord
+
+
+@dataclass
+class EvalPart:
+    """What some prompts of one run produced: records per variant key, FID feature statistics per key (sums),
+    seconds per key and notes. A shard folder is one; so is a batch of prompts evaluated by Ray tasks."""
+
+    records: dict[str, list[ImageRecord]]
+    stats: dict[str, FeatureStats] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def merge_parts(keys: list[str], parts: list[EvalPart]) -> EvalPart:
+    """One part from ``parts`` (taken in the order given): records of each key in prompt order, statistics and
+    timings summed, notes once each."""
+    records: dict[str, list[ImageRecord]] = {k: [] for k in keys}
+    stats: dict[str, FeatureStats] = {}
+    timings: dict[str, float] = {}
+    for part in parts:
+        for key, recs in part.records.items():
+            records[key].extend(recs)
+        for key, s in part.stats.items():
+            stats[key] = s if key not in stats else stats[key].merged(s)
+        for k, v in part.timings_s.items():
+            timings[k] = round(timings.get(k, 0.0) + v, 3)
+    for recs in records.values():
+        recs.sort(key=lambda rec: rec.prompt_index)
+    notes = list(dict.fromkeys(n for part in parts for n in part.notes))
+    return EvalPart(records, stats, timings, notes)
 
 
 def _check_compatible(folders: list[Path], results: list[EvalResult]) -> None:
@@ -68,30 +103,23 @@ def merge_shards(folders: list[str | Path], out: str | Path, fid_ref_stats: str 
                                   f"pass {STATS_FLAG} FILE to the merge")
         ref_stats = path
     with atomic_dir(Path(out), overwrite, marker=RESULTS_FILE, what="edgefusion evaluation") as stage:
-        records = {v.key: [] for v in spec.variants}
-        stats: dict[str, FeatureStats] = {}
+        parts = []
         for folder, r in zip(folders, results):
-            for key, recs in r.records.items():
+            for recs in r.records.values():
                 for rec in recs:
                     (stage / rec.image).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(folder / rec.image, stage / rec.image)
-                records[key].extend(recs)
-                if fid_stats_path(folder, key).is_file():
-                    s = FeatureStats.load(fid_stats_path(folder, key))
-                    stats[key] = s if key not in stats else stats[key].merged(s)
-        for key, s in stats.items():
+            stats = {key: FeatureStats.load(fid_stats_path(folder, key)) for key in r.records
+                     if fid_stats_path(folder, key).is_file()}
+            parts.append(EvalPart(r.records, stats, r.timings_s, r.notes))
+        total = merge_parts([v.key for v in spec.variants], parts)
+        for key, s in total.stats.items():
             fid_stats_path(stage, key).parent.mkdir(exist_ok=True)
             s.save(fid_stats_path(stage, key))
-        for recs in records.values():
-            recs.sort(key=lambda rec: rec.prompt_index)
-        notes = list(dict.fromkeys(n for r in results for n in r.notes))
-        notes.append(f"merged from {len(folders)} folder(s): shards {', '.join(map(str, shards))} of "
-                     f"{results[0].shard_count}")
-        timings = {}
-        for r in results:
-            for k, v in r.timings_s.items():
-                timings[k] = round(timings.get(k, 0.0) + v, 3)
-        merged = EvalResult(spec, results[0].shard_count, shards, records, notes, timings)
+        notes = total.notes + [f"merged from {len(folders)} folder(s): shards {', '.join(map(str, shards))} of "
+                               f"{results[0].shard_count}"]
+        merged = EvalResult(spec, results[0].shard_count, shards, total.records, notes, total.timings_s)
+        stats = total.stats
         width = next(iter(stats.values())).total.shape[0] if stats else None
         merged.summary = summarise(merged, stage, load_reference_stats(ref_stats, width) if ref_stats else None)
         plots = write_step_plots(merged.summary, spec.timesteps, stage)

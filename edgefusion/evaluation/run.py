@@ -31,9 +31,19 @@ from edgefusion.evaluation.variants import (
     read_export,
     resolve_variants,
 )
+from edgefusion.executors.spec import ExecutorSpec
 
 IMAGES_DIR = "images"
-_FID_BATCH = 32
+FID_BATCH = 32  # images featurised together (FID statistics are summed per batch, in prompt order)
+
+
+def image_record(key: str, prompt: Prompt, seed: int, image: np.ndarray, clip=None) -> ImageRecord:
+    """The record of variant ``key``'s image of ``prompt``: where it is saved, attribute matches (shapes captions)
+    and CLIP score (when a scorer is given); the metrics against the reference are filled in by the caller."""
+    asked = parse_caption(prompt.text)
+    return ImageRecord(prompt.index, seed, f"{IMAGES_DIR}/{key}/{prompt.index:05d}.png",
+                       attributes=attribute_matches(image, asked) if asked is not None else None,
+                       clip_score=clip(image, prompt.text) if clip else None)
 
 
 class _VariantRun:
@@ -49,15 +59,11 @@ class _VariantRun:
     def add(self, prompt: Prompt, seed: int, image: np.ndarray) -> ImageRecord:
         from edgefusion.runtime.pipeline import save_png
 
-        rel = f"{IMAGES_DIR}/{self.variant.key}/{prompt.index:05d}.png"
-        save_png(image, self.stage / rel)
-        asked = parse_caption(prompt.text)
-        rec = ImageRecord(prompt.index, seed, rel,
-                          attributes=attribute_matches(image, asked) if asked is not None else None,
-                          clip_score=self.clip(image, prompt.text) if self.clip else None)
+        rec = image_record(self.variant.key, prompt, seed, image, self.clip)
+        save_png(image, self.stage / rec.image)
         if self.fid_net:
             self._pending.append(image)
-            if len(self._pending) >= _FID_BATCH:
+            if len(self._pending) >= FID_BATCH:
                 self._flush()
         self.records.append(rec)
         return rec
@@ -82,15 +88,19 @@ class _VariantRun:
 def evaluate(exports: list[str | Path], prompts: PromptSet, out: str | Path, shard: ShardSpec | None = None,
              seed: int = 0, steps: int | None = None, guidance_scale: float | None = None,
              metrics: MetricOptions | None = None, float_onnx: bool = True, low_memory: bool = False,
-             grid_rows: int = 16, overwrite: bool = False, progress: bool = True) -> EvalResult:
+             grid_rows: int = 16, overwrite: bool = False, progress: bool = True,
+             executor: ExecutorSpec | None = None) -> EvalResult:
     """Generate and score every variant on this shard's prompts; returns the result written to ``out``.
 
     Every argument maps to one flag of ``eval/evaluate.py``. Inputs (exports of one model, metric files, shard,
-    steps) are checked before any image is made; ``out`` appears only when everything succeeded.
+    steps, executor) are checked before any image is made; ``out`` appears only when everything succeeded.
+    ``executor`` ``ray``: one Ray task per prompt (see ``ray_eval.py``); the results are the same.
     """
+    from edgefusion.executors.spec import check_executor
     from edgefusion.export.atomic import atomic_dir
 
     out, shard = Path(out), shard or ShardSpec()
+    executor = check_executor(executor)
     infos = [read_export(p) for p in exports]
     variants, behind, notes = resolve_variants(infos, out.resolve(), float_onnx)
     files = (metrics or MetricOptions()).resolve()
@@ -113,19 +123,42 @@ def evaluate(exports: list[str | Path], prompts: PromptSet, out: str | Path, sha
                     metric_files={k: str(v) for k, v in files.items() if v is not None})
     with atomic_dir(out, overwrite, marker=RESULTS_FILE, what="edgefusion evaluation") as stage:
         return _evaluate_into(stage, spec, behind, selected, shard, files, ref_stats, notes, low_memory, grid_rows,
-                              progress)
+                              progress, executor)
 
 
 def _evaluate_into(stage: Path, spec: EvalSpec, behind: dict[str, ExportInfo], selected: list[Prompt],
                    shard: ShardSpec,
                    files: dict, ref_stats, notes: list[str], low_memory: bool, grid_rows: int,
-                   progress: bool) -> EvalResult:
-    from tqdm.auto import tqdm
-
-    from edgefusion.evaluation.clip_score import ClipScorer
+                   progress: bool, executor: ExecutorSpec) -> EvalResult:
     from edgefusion.evaluation.plots import write_step_plots
     from edgefusion.evaluation.report import write_report
     from edgefusion.evaluation.summary import summarise
+
+    if executor.is_ray:
+        from edgefusion.evaluation.ray_eval import generate_on_ray
+
+        records, timings = generate_on_ray(stage, spec, behind, selected, files, low_memory, progress, executor,
+                                           notes)
+    else:
+        records, timings = _generate_local(stage, spec, behind, selected, files, low_memory, progress)
+    result = EvalResult(spec, shard.count, [shard.index], records, notes, timings)
+    if ref_stats is not None and files["fid_inception"] is not None:
+        width = next(iter(FeatureStats.load(p).total.shape[0] for p in (stage / "fid").glob("*.npz")), None)
+        ref_stats = load_reference_stats(files["fid_ref_stats"], width)
+    result.summary = summarise(result, stage, ref_stats)
+    plots = write_step_plots(result.summary, spec.timesteps, stage)
+    result.save(stage)
+    write_report(result, stage, plots, grid_rows)
+    return result
+
+
+def _generate_local(stage: Path, spec: EvalSpec, behind: dict[str, ExportInfo], selected: list[Prompt], files: dict,
+                    low_memory: bool, progress: bool) -> tuple[dict[str, list[ImageRecord]], dict[str, float]]:
+    """Every variant in turn over the prompts, in this process (the reference's images and traces kept in
+    ``.work/`` for the others); writes images and FID statistics; returns the records and seconds per variant."""
+    from tqdm.auto import tqdm
+
+    from edgefusion.evaluation.clip_score import ClipScorer
 
     work = stage / ".work"
     work.mkdir()
@@ -149,15 +182,7 @@ def _evaluate_into(stage: Path, spec: EvalSpec, behind: dict[str, ExportInfo], s
         timings[v.key] = round(time.perf_counter() - t0, 3)
         gc.collect()
     shutil.rmtree(work)
-    result = EvalResult(spec, shard.count, [shard.index], records, notes, timings)
-    if ref_stats is not None and fid_net is not None:
-        width = next(iter(FeatureStats.load(p).total.shape[0] for p in (stage / "fid").glob("*.npz")), None)
-        ref_stats = load_reference_stats(files["fid_ref_stats"], width)
-    result.summary = summarise(result, stage, ref_stats)
-    plots = write_step_plots(result.summary, spec.timesteps, stage)
-    result.save(stage)
-    write_report(result, stage, plots, grid_rows)
-    return result
+    return records, timings
 
 
 def _run_reference(run: _VariantRun, spec: EvalSpec, prompts, work: Path) -> list[float]:

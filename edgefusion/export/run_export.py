@@ -58,7 +58,8 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
            progress: bool = True, tiling: bool = True, max_graph_mb: float | None = None,
            target_sqnr: float | None = None, latency_budget_ms: float | None = None,
            sensitivity: str | None = None, calibration_method: str | None = None,
-           strict: bool = False, backend: str = "auto", htp_samples: int = 4) -> ExportManifest:
+           strict: bool = False, backend: str = "auto", htp_samples: int = 4,
+           executor=None) -> ExportManifest:
     """Export and quantize a Stable Diffusion model for ``device``; returns the manifest of the written folder.
 
     Every argument maps to one CLI flag of ``edgefusion export``. All inputs are checked before heavy work starts,
@@ -68,7 +69,8 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
     (:mod:`edgefusion.diagnostics`).
     ``backend``: ``qnn`` compiles every graph for the Snapdragon HTP (``edgefusion[qnn]``), ``auto`` does so when
     the device is a Snapdragon and the extra is installed, ``emulated`` never; ``htp_samples`` verification inputs
-    run on the emulated HTP.
+    run on the emulated HTP. ``executor`` (an :class:`~edgefusion.executors.spec.ExecutorSpec`): where ``auto``'s
+    profiling step runs.
     """
     from edgefusion.calibration.prompts import read_prompts, split_prompts
     from edgefusion.models.source import DEFAULT_MODEL, resolve_model_source
@@ -81,7 +83,8 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
         check_weights_format(Path(source.ref), allow_pickle)
     from edgefusion.sensitivity.auto_export import policy_or_auto
 
-    spec = policy_or_auto(mpq_policy, target_sqnr, latency_budget_ms, sensitivity)  # auto: chosen after calibration
+    spec = policy_or_auto(mpq_policy, target_sqnr, latency_budget_ms, sensitivity,
+                          executor)  # auto: chosen after calibration
     from edgefusion.latency.device import load_device
 
     profile = load_device(device)  # a name or a YAML path; validated before any heavy work

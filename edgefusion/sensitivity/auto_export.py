@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgefusion.errors import EdgeFusionError
@@ -34,11 +34,16 @@ class AutoRequest:
     sensitivity: str | None = None  # an existing report (folder or sensitivity.json)
     name: str = "auto"
     peak_rss_mb: float = 0.0  # of the process :meth:`choose` ran (not part of the request: excluded from to_dict)
+    executor: dict | None = field(default=None, compare=False)  # where the profiling step runs (not recorded)
 
     @classmethod
     def create(cls, target_sqnr: float | None, latency_budget_ms: float | None,
-               sensitivity: str | None) -> AutoRequest:
-        """Check the arguments (one-line errors) and read the report once, so a bad one fails early."""
+               sensitivity: str | None, executor=None) -> AutoRequest:
+        """Check the arguments (one-line errors) and read the report once, so a bad one fails early; ``executor``
+        (an :class:`~edgefusion.executors.spec.ExecutorSpec`, checked here) runs the profiling step."""
+        from edgefusion.executors.spec import check_executor
+
+        executor = check_executor(executor)
         if target_sqnr is not None and latency_budget_ms is not None:
             raise EdgeFusionError("both --target-sqnr and --latency-budget-ms were given", "pass only one of them")
         if latency_budget_ms is not None and not latency_budget_ms > 0:
@@ -51,11 +56,12 @@ class AutoRequest:
             if not rep.complete:
                 raise EdgeFusionError(f"the sensitivity report in '{sensitivity}' is unfinished",
                                       "re-run the same `edgefusion profile` command to complete it")
-        return cls(target_sqnr, latency_budget_ms, str(sensitivity) if sensitivity else None)
+        return cls(target_sqnr, latency_budget_ms, str(sensitivity) if sensitivity else None,
+                   executor=executor.to_dict() if executor.is_ray else None)
 
     def to_dict(self) -> dict:
         """What the manifest records until the policy is chosen."""
-        return {"name": "auto", **{k: v for k, v in asdict(self).items() if k != "peak_rss_mb"}}
+        return {"name": "auto", **{k: v for k, v in asdict(self).items() if k not in ("peak_rss_mb", "executor")}}
 
     def choose(self, stage: Path, source: dict, shapes: dict, seed: int, progress: bool = False,
                device: dict | None = None, tiling: bool = True, method: str = "crossval") -> PolicySpec:
@@ -64,7 +70,8 @@ class AutoRequest:
         from edgefusion.export.isolated import run_isolated
 
         work = Path(stage) / ".work"
-        spec, self.peak_rss_mb = run_isolated(_auto_stage, str(stage), self.to_dict(), source, shapes, seed,
+        request = {**self.to_dict(), "executor": self.executor}  # the manifest's record has no executor
+        spec, self.peak_rss_mb = run_isolated(_auto_stage, str(stage), request, source, shapes, seed,
                                               progress, device, tiling, method,
                                               scratch=work if work.is_dir() else None)
         return PolicySpec.from_dict(spec, where="automatic policy")
@@ -108,6 +115,7 @@ def _auto_stage(stage: str, request: dict, source: dict, shapes: dict, seed: int
 
     from edgefusion import __version__
     from edgefusion.calibration.capture import CalibrationSet
+    from edgefusion.executors.spec import ExecutorSpec
     from edgefusion.quant.policy import load_policy
     from edgefusion.sensitivity.autopolicy import choose_auto_policy
     from edgefusion.sensitivity.cost import ProxyCost, measure_layer_stats
@@ -177,7 +185,7 @@ def _auto_stage(stage: str, request: dict, source: dict, shapes: dict, seed: int
     if device is not None:
         report.latency = cost_model.to_dict()
     path = out / "sensitivity.json"
-    sweep(sim, report, path, 4, progress=progress)
+    sweep(sim, report, path, 4, progress=progress, executor=ExecutorSpec.from_dict(req.executor))
     finish(sim, report, path, report.resolve(base), cost_model)
     write_report_files(report, out)
     idx = report.profiled_samples
@@ -197,14 +205,17 @@ def _auto_stage(stage: str, request: dict, source: dict, shapes: dict, seed: int
 
 
 def policy_or_auto(mpq_policy: str, target_sqnr: float | None = None, latency_budget_ms: float | None = None,
-                   sensitivity: str | None = None):
-    """``--mpq-policy``: a preset/YAML (:class:`PolicySpec`) or ``auto`` (an :class:`AutoRequest` to choose later)."""
+                   sensitivity: str | None = None, executor=None):
+    """``--mpq-policy``: a preset/YAML (:class:`PolicySpec`) or ``auto`` (an :class:`AutoRequest` to choose later).
+    ``executor`` ``ray`` applies to ``auto``'s profiling step only."""
     from edgefusion.quant.policy import load_policy
 
     if mpq_policy != "auto":
         given = [f for f, v in (("--target-sqnr", target_sqnr), ("--latency-budget-ms", latency_budget_ms),
-                                ("--sensitivity", sensitivity)) if v is not None]
+                                ("--sensitivity", sensitivity),
+                                ("--executor ray", executor if executor is not None and executor.is_ray else None))
+                 if v is not None]
         if given:
             raise EdgeFusionError(f"{given[0]} only applies to --mpq-policy auto", "add --mpq-policy auto or drop it")
         return load_policy(mpq_policy, also=("auto",))
-    return AutoRequest.create(target_sqnr, latency_budget_ms, sensitivity)
+    return AutoRequest.create(target_sqnr, latency_budget_ms, sensitivity, executor)

@@ -96,8 +96,13 @@ def local_errors(sim: Simulator, env: dict, n: int) -> dict[str, tuple[list[str]
         return stacks
 
 
-def linear_noise(sim: Simulator, chunk: Chunk, probes: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Estimated output noise energy per sample of ``chunk`` for every source and treatment (key -> [n])."""
+def linear_noise(sim: Simulator, chunk: Chunk, probes: int, seed: int = 0,
+                 probe_rows: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """Estimated output noise energy per sample of ``chunk`` for every source and treatment (key -> [n]).
+
+    ``probe_rows = (total, offset)``: ``chunk`` is rows ``offset..offset+n`` of a chunk of ``total`` samples, and
+    gets exactly the probes that chunk would draw with ``seed`` (so a chunk split across workers gives the same
+    per-sample estimates, to float rounding)."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -137,7 +142,10 @@ def linear_noise(sim: Simulator, chunk: Chunk, probes: int, seed: int = 0) -> di
     acc = torch.zeros(len(keys), n, dtype=torch.float64)
     try:
         for p in range(probes):
-            u = (torch.randint(0, 2, y.shape, generator=gen) * 2 - 1).to(y.dtype)
+            shape = y.shape if probe_rows is None else (probe_rows[0], *y.shape[1:])
+            u = (torch.randint(0, 2, shape, generator=gen) * 2 - 1).to(y.dtype)
+            if probe_rows is not None:
+                u = u[probe_rows[1]:probe_rows[1] + n]
             proj.zero_()
             y.backward(u, retain_graph=p < probes - 1)
             acc += proj * proj

@@ -52,8 +52,13 @@ def new_report(sim: Simulator, provenance: Provenance, profiled: list[int], laye
 
 
 def sweep(sim: Simulator, report: SensitivityReport, path: Path, probes: int, seed: int = 0,
-          progress: bool = False) -> SensitivityReport:
-    """Profile the report's samples not done yet, saving the report after every chunk."""
+          progress: bool = False, executor=None) -> SensitivityReport:
+    """Profile the report's samples not done yet, saving the report after every chunk. ``executor`` ``ray``
+    (an :class:`~edgefusion.executors.spec.ExecutorSpec`): the chunks run as Ray tasks (``ray_sweep.py``)."""
+    if executor is not None and executor.is_ray:
+        from edgefusion.sensitivity.ray_sweep import sweep_on_ray
+
+        return sweep_on_ray(sim, report, path, probes, seed, progress, executor)
     from tqdm.auto import tqdm
 
     col = {s: i for i, s in enumerate(report.steps)}

@@ -98,13 +98,14 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
             target_sqnr: float | None = None, latency_budget_ms: float | None = None, check_layers: int = 4,
             memory_mb: int = 2048, overwrite: bool = False, allow_pickle: bool = False, keep_work: bool = False,
             progress: bool = True, device: str | None = "exynos2400",
-            calibration_method: str | None = None) -> SensitivityReport:
+            calibration_method: str | None = None, executor=None) -> SensitivityReport:
     """Profile the UNet of ``model``; returns the complete report (also written to ``out``).
 
     ``mpq_policy`` is the base of the leave-one-out view; ``target_sqnr`` / ``latency_budget_ms`` steer the
     ``auto_policy.yaml`` written beside the report (default: best quality at the cost of ``default``). Layer costs
     come from the latency model of ``device`` (UNet ms per image at the model's own size and steps); ``None``
-    falls back to the MAC/byte proxy.
+    falls back to the MAC/byte proxy. ``executor`` (an :class:`~edgefusion.executors.spec.ExecutorSpec`) ``ray``
+    runs the sweep's chunks of samples as Ray tasks.
     """
     from edgefusion.calibration.prompts import read_prompts, split_prompts
     from edgefusion.export.isolated import run_isolated
@@ -115,9 +116,11 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
     )
     from edgefusion.quant.policy import load_policy
     from edgefusion.quant.range_methods import resolve_method
+    from edgefusion.executors.spec import check_executor
     from edgefusion.sensitivity.auto_export import prompts_digest
 
     t_start = time.perf_counter()
+    executor = check_executor(executor)  # Ray installed, its address answering: before any heavy work
     source = resolve_model_source(model)
     if source.kind == "local":
         check_weights_format(Path(source.ref), allow_pickle)
@@ -181,7 +184,7 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
             (work / "torch_stage.json").write_text(json.dumps(t_info))
         summary, rss = run_isolated(_profile_stage, str(out), info, probes, max_samples, target_sqnr,
                                     latency_budget_ms, check_layers, memory_mb, seed, progress, device_dict,
-                                    scratch=work)
+                                    executor.to_dict(), scratch=work)
     except BaseException:
         if created and not (out / "sensitivity.json").is_file():
             shutil.rmtree(out, ignore_errors=True)  # nothing profiled yet: leave nothing behind
@@ -238,11 +241,13 @@ def _torch_stage(work: str, source: dict, prompts, heldout, steps, seed, height,
 
 
 def _profile_stage(out: str, info: dict, probes: int, max_samples, target_sqnr, latency_budget_ms, check_layers,
-                   memory_mb, seed, progress, device: dict | None = None) -> dict:
-    """Own process: sweep (resuming a partial report), checks, views, CSV, plots, automatic policy."""
+                   memory_mb, seed, progress, device: dict | None = None, executor: dict | None = None) -> dict:
+    """Own process: sweep (resuming a partial report; on Ray when ``executor`` says so), checks, views, CSV,
+    plots, automatic policy."""
     import torch
 
     from edgefusion.calibration.capture import CalibrationSet
+    from edgefusion.executors.spec import ExecutorSpec
     from edgefusion.quant.policy import PolicySpec
     from edgefusion.sensitivity.autopolicy import choose_auto_policy
     from edgefusion.sensitivity.cost import ProxyCost, measure_layer_stats
@@ -286,7 +291,7 @@ def _profile_stage(out: str, info: dict, probes: int, max_samples, target_sqnr, 
     else:
         report = new_report(sim, prov, select_samples(sim.samples, max_samples), measure_layer_stats(sim))
     report.timings_s["setup"] = round(report.timings_s.get("setup", 0.0) + time.perf_counter() - t0, 3)
-    sweep(sim, report, path, probes, seed=seed, progress=progress)
+    sweep(sim, report, path, probes, seed=seed, progress=progress, executor=ExecutorSpec.from_dict(executor))
     whole_cost = None
     if device is not None:  # per-layer device latency at the model's own size (a skeleton when profiled lower)
         from edgefusion.latency.device import DeviceProfile

@@ -122,6 +122,10 @@ def make_self_contained(client_path: Path) -> None:
     onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True, location=data,
                     size_threshold=1024)
     tmp.replace(client_path)
+    del model
+    from edgefusion.runtime.session import release_freed_memory
+
+    release_freed_memory()
 
 
 def verify_client_graph(client_path: Path, samples: list[dict], npu_outputs: list) -> dict:
@@ -130,7 +134,7 @@ def verify_client_graph(client_path: Path, samples: list[dict], npu_outputs: lis
     import numpy as np
 
     from edgefusion.metrics import mean_sqnr_db
-    from edgefusion.runtime.session import open_session, run_session
+    from edgefusion.runtime.session import open_session, release_freed_memory, run_session
 
     pair = samples[:2]
     feeds = {k: np.concatenate([s[k] for s in pair]) for k in UNET_BATCH_INPUTS}
@@ -139,6 +143,7 @@ def verify_client_graph(client_path: Path, samples: list[dict], npu_outputs: lis
     sess = open_session(client_path)
     out = run_session(sess, feeds)[0]
     del sess
+    release_freed_memory()
     ref = np.concatenate([np.asarray(o) for o in npu_outputs[:2]])
     same = bool(np.array_equal(out, ref))
     return {"file": f"{client_path.parent.name}/{client_path.name}", "form": "Loop over the batch; body = the NPU graph",

@@ -291,7 +291,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
     from edgefusion.quant.policy import PolicySpec
     from edgefusion.quant.quantize_graph import quantize_graph
     from edgefusion.runtime.pipeline import OnnxStableDiffusion, save_png
-    from edgefusion.runtime.session import open_session, run_session
+    from edgefusion.runtime.session import open_session, release_freed_memory, run_session
 
     _quiet_hf()
     stage_dir, lap = Path(stage), _Laps()
@@ -308,6 +308,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
         sess = open_session(fpath)
         float_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
         del sess
+        release_freed_memory()
         qg = quantize_graph(fpath, stage_dir / comp / NPU_FILE[comp], comp, policy,
                             [s.inputs for s in cal.samples[comp]], progress=progress, method=method,
                             groups=[s.prompt_index for s in cal.samples[comp]])
@@ -315,6 +316,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
         sess = open_session(qg.path)
         q_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
         del sess
+        release_freed_memory()
         if not all(np.isfinite(o).all() for o in float_out + q_out):
             which = "float" if not all(np.isfinite(o).all() for o in float_out) else "quantized"
             raise EdgeFusionError(f"the {which} {comp} graph produces NaN/inf on the verification inputs",
@@ -327,6 +329,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
                 sess = open_session(qg.path)
                 t_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
                 del sess
+                release_freed_memory()
                 untiled_db, tiled_db = mean_sqnr_db(refs, q_out), mean_sqnr_db(refs, t_out)
                 tiling = {"sites": tiling, "tiled_vs_untiled_sqnr_db": round(mean_sqnr_db(q_out, t_out), 2),
                           "max_abs_diff": float(max(np.abs(a - b).max() for a, b in zip(q_out, t_out))),
@@ -359,6 +362,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
         client = None
         if comp == "unet":  # a client calls the UNet with batch 2 under CFG; the NPU graph stays batch 1
             externalize_weights(qg.path)
+            release_freed_memory()  # the whole graph was read into Python to re-save it
             client = write_client_graph(qg.path, stage_dir / comp / "model.onnx")
             records[comp]["client"] = verify_client_graph(client, [s.inputs for s in ver.samples[comp]], q_out)
             if not records[comp]["client"]["identical_to_npu_graph"] and \
@@ -372,6 +376,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
             sess = ChainedSession([stage_dir / f for f in part["files"]])
             c_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
             del sess
+            release_freed_memory()
             whole = q_out  # the tiled outputs when tiled
             part["chained_vs_whole_sqnr_db"] = round(mean_sqnr_db(whole, c_out), 2)
             if part["chained_vs_whole_sqnr_db"] < 80:

@@ -16,6 +16,7 @@ from edgefusion.quant.plan import QuantPlan, plan_quantization
 from edgefusion.quant.policy import PolicySpec, ResolvedPolicy, resolve_policy
 from edgefusion.quant.emit import emit_qdq
 from edgefusion.quant.range_methods import estimate_ranges
+from edgefusion.runtime.session import release_freed_memory
 
 
 @dataclass
@@ -62,4 +63,5 @@ def quantize_graph(float_path: Path, out_path: Path, component: str, spec: Polic
                            desc=f"{component} ranges") if plan.act_bits else None
     ranges = rule.ranges(plan.act_bits) if rule else {}
     path = emit_qdq(Path(float_path), Path(out_path), plan, ranges)
+    release_freed_memory()
     return QuantizedGraph(path, layers, resolved, plan, ranges, rule.summary() if rule else {})

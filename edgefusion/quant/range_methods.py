@@ -144,7 +144,7 @@ def crossval_widening(model_path, plan, feeds, stats: RangeStats, progress=False
     by each candidate ``(alpha_8bit, alpha_16bit)``, and the candidate with the best pooled SQNR wins. Returns the
     factors and the SQNR each candidate measured."""
     from edgefusion.quant.emit import emit_qdq, qparam_feeds
-    from edgefusion.runtime.session import open_session, run_session
+    from edgefusion.runtime.session import open_session, release_freed_memory, run_session
 
     widths = sorted(set(plan.act_bits.values()))
     cands = sorted({tuple(a if b in widths else 1.0 for a, b in zip(c, (8, 16))) for c in grid})
@@ -153,11 +153,13 @@ def crossval_widening(model_path, plan, feeds, stats: RangeStats, progress=False
     fsess = open_session(model_path)  # float outputs first: the two sessions never hold their weights together
     refs = {int(i): run_session(fsess, feeds[i])[0] for i in use}
     del fsess
+    release_freed_memory()
     sig = sum(float((r.astype(np.float64) ** 2).sum()) for r in refs.values())
     err = np.zeros(len(cands))
     probe = Path(model_path).with_name(Path(model_path).stem + ".probe.onnx")
     try:
         emit_qdq(model_path, probe, plan, None, qparams_as_inputs=True)
+        release_freed_memory()  # the emission's freed weight buffers, before the probe session's weights come
         qsess = open_session(probe)
         for held in parts:
             rest = np.setdiff1d(np.arange(len(stats.groups)), held)
@@ -174,6 +176,7 @@ def crossval_widening(model_path, plan, feeds, stats: RangeStats, progress=False
     finally:
         for f in probe.parent.glob(probe.name + "*"):
             f.unlink()
+        release_freed_memory()
     db = 10 * np.log10(max(sig, 1e-30) / np.maximum(err, 1e-30))
     best = cands[int(np.argmax(db))]
     measured = {f"x{a8:g}/x{a16:g}": round(float(d), 2) for (a8, a16), d in zip(cands, db)}

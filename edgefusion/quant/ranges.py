@@ -21,7 +21,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgefusion.errors import EdgeFusionError
-from edgefusion.runtime.session import open_session, run_session
+from edgefusion.runtime.session import open_session, release_freed_memory, run_session
 
 
 @dataclass
@@ -72,6 +72,7 @@ def _run_scalars(aug: Path, n_out: int, feeds: Iterable[dict], progress: bool, d
         del sess
     finally:
         aug.unlink(missing_ok=True)
+        release_freed_memory()
     return np.array(rows, dtype=np.float64).reshape(len(rows), n_out)
 
 

@@ -84,6 +84,13 @@ class OnnxStableDiffusion:
     def _session(self, component: str):
         return self._sessions.get(component) or self._open(self.graphs[component])
 
+    def _release(self) -> None:
+        """low_memory: hand the memory of the session just dropped back to the system before the next opens."""
+        if self.low_memory:
+            from edgefusion.runtime.session import release_freed_memory
+
+            release_freed_memory()
+
     def _encode(self, session, text: str) -> np.ndarray:
         ids = self.tokenizer(text, padding="max_length", max_length=self.tokenizer.model_max_length,
                              truncation=True, return_tensors="np").input_ids.astype(np.int64)
@@ -107,6 +114,7 @@ class OnnxStableDiffusion:
         cond = self._encode(text_encoder, prompt)
         uncond = self._encode(text_encoder, "") if guidance_scale > 1.0 else None
         del text_encoder
+        self._release()
         self.scheduler.set_timesteps(steps)
         latents = initial_latents(seed, self.latent_shape, float(self.scheduler.init_noise_sigma))
         unet = self._session("unet")
@@ -123,6 +131,7 @@ class OnnxStableDiffusion:
             if on_step:
                 on_step(i, float(t), noise, latents.numpy())
         del unet
+        self._release()
         z = (latents / self.scaling_factor).numpy().astype(np.float32)
         image = run_session(self._session("vae_decoder"), {"latent_sample": z})[0]
         return np.clip(image[0].transpose(1, 2, 0) / 2 + 0.5, 0, 1).astype(np.float32)

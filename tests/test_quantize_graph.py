@@ -137,7 +137,7 @@ def test_sqnr_is_the_same_under_onnxruntimes_default_session(tiny_float_graphs, 
 
 
 def test_unshare_biases_gives_each_reader_its_own_copy(tmp_path):
-    """Two Linears and a LayerNorm reading one zero bias: after unsharing each reads its own initializer and the
+    """A Linear, a Gemm and a LayerNorm reading one bias constant: after unsharing each reads its own initializer and the
     graph computes the same thing."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -158,7 +158,13 @@ def test_unshare_biases_gives_each_reader_its_own_copy(tmp_path):
     x = {"x": rng.standard_normal((2, 4)).astype(np.float32)}
     onnx.save(model, str(tmp_path / "shared.onnx"))
     before = run_session(open_session(tmp_path / "shared.onnx"), x)[0]
+    # the quantizer leaves a shared bias float (its int32 form would carry one layer's scale into the others)
+    from edgefusion.quant.graph_index import GraphIndex
+    from edgefusion.quant.plan import layer_biases
+
+    assert layer_biases(list(model.graph.node), GraphIndex.build(model)) == []
     assert unshare_biases(model) == 2
+    assert len(layer_biases(list(model.graph.node), GraphIndex.build(model))) == 2
     readers = Counter(i for n in model.graph.node for i in n.input if i.startswith("b"))
     assert len(readers) == 3 and set(readers.values()) == {1}
     onnx.save(model, str(tmp_path / "own.onnx"))

@@ -36,6 +36,28 @@ PROMPTS = ["a red fox at sunset", "a large red circle in the center on a white b
 RAY = ExecutorSpec("ray")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread_like_the_workers():
+    """Local reference runs with one thread, as each Ray worker does (one CPU each): the comparisons below are bit for
+    bit, and results depend on the thread count through float rounding (a last-bit difference in an activation can
+    move it to the neighbouring quantization bin, which changes a small source's noise energy by up to ~20%)."""
+    import torch
+
+    saved = {k: os.environ.get(k) for k in ("EDGEFUSION_ORT_THREADS", "OMP_NUM_THREADS")}
+    threads = torch.get_num_threads()
+    os.environ.update(EDGEFUSION_ORT_THREADS="1", OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @pytest.fixture(scope="module")
 def ray_instance(tmp_path_factory):
     """A local Ray instance with 2 worker CPUs for this module; its workers run ``ray_fault_hook.install`` (armed

@@ -30,10 +30,12 @@ def _bias_uses(model: onnx.ModelProto) -> set[tuple[str, str]]:
 
 
 def unshare_biases(model: onnx.ModelProto) -> int:
-    """Copy every bias initializer that more than one node reads, one copy per extra reader; returns the number of
-    copies made. Copies keep external-data references (the bytes are not duplicated on disk)."""
+    """Copy every bias initializer that more than one node reads (biases and other readers alike, such as a norm
+    reading the same constant), one copy per extra input slot; returns the number of copies made. Top-level graph
+    only (the dynamo exporter writes no subgraphs here); initializers that are also graph inputs are left shared. Copies keep external-data references (the bytes are not duplicated on disk)."""
     g = model.graph
-    biases = {init for _, init in _bias_uses(model)}
+    # a graph input of the same name may override the initializer at run time: its readers must keep reading it
+    biases = {init for _, init in _bias_uses(model)} - {i.name for i in g.input}
     if not biases:
         return 0
     inits = {t.name: t for t in g.initializer}

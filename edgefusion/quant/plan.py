@@ -56,7 +56,9 @@ def quantized_source(tensor: str, idx: GraphIndex) -> str:
 
 def layer_biases(nodes: list[onnx.NodeProto], idx: GraphIndex) -> list[tuple[str, str, str]]:
     """``(bias, input activation, weight)`` of the integer-capable ops among a layer's ``nodes``: the bias input
-    of Conv/Gemm, or the 1-D constant added to a MatMul's output (a Linear layer), when the op has an int8 weight."""
+    of Conv/Gemm, or the 1-D constant added to a MatMul's output (a Linear layer), when the op has an int8 weight.
+    A bias other nodes read too stays float: its int32 form would carry this layer's scale into them (the export
+    gives every bias its own initializer first, ``edgefusion.export.unshare_biases``)."""
     out = []
     weighted = {}
     for node in nodes:
@@ -65,7 +67,7 @@ def layer_biases(nodes: list[onnx.NodeProto], idx: GraphIndex) -> list[tuple[str
             continue
         weighted[node.output[0]] = node
         b = bias_slot(node, idx)
-        if b is not None:
+        if b is not None and len(idx.consumers.get(node.input[b], [])) == 1:
             out.append((node.input[b], quantized_source(node.input[0], idx), node.input[slots[0][0]]))
     for node in nodes:
         if node.op_type != "Add" or len(node.input) != 2:
@@ -73,7 +75,8 @@ def layer_biases(nodes: list[onnx.NodeProto], idx: GraphIndex) -> list[tuple[str
         for a, c in (node.input, node.input[::-1]):
             mm = weighted.get(a)
             if (mm is not None and mm.op_type == "MatMul" and c in idx.initializers
-                    and idx.elem_type.get(c) == onnx.TensorProto.FLOAT and len(idx.initializers[c].dims) == 1):
+                    and idx.elem_type.get(c) == onnx.TensorProto.FLOAT and len(idx.initializers[c].dims) == 1
+                    and len(idx.consumers.get(c, [])) == 1):
                 out.append((c, quantized_source(mm.input[0], idx), mm.input[1]))
                 break
     return out

@@ -116,15 +116,10 @@ def write_client_graph(npu_path: Path, client_path: Path) -> Path:
 
 def make_self_contained(client_path: Path) -> None:
     """Give the client graph its own copy of the weights (before the NPU graph it points at is removed)."""
-    model = onnx.load(str(client_path))
-    data = client_path.name + ".data"
-    tmp = client_path.with_name(client_path.name + ".tmp")
-    onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True, location=data,
-                    size_threshold=1024)
-    tmp.replace(client_path)
-    del model
+    from edgefusion.export.deploy_form import externalize_weights
     from edgefusion.runtime.session import release_freed_memory
 
+    externalize_weights(client_path)  # the same re-save: weights read from the NPU graph's data, written beside it
     release_freed_memory()
 
 

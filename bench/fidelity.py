@@ -1,9 +1,11 @@
-"""Fidelity of each calibration method and of the `default` policy's input rule, side by side in one run.
+"""Fidelity of each calibration method, of the `default` policy's input rule and of a skip split, side by side.
 
 Captures the export's calibration set (the model's own sampler, prompts and steps) and a held-out set of other
 prompts (seed + 10000, as the export's verification set), exports the float graphs once, then quantizes each
-graph under each policy with each range method and prints the SQNR against the float graph on the held-out
-samples (pooled, and per denoising step for the UNet), with the factors the method chose.
+graph under each policy with each range method (the `default` policy also without its conv_in rule, and with a
+skip split: the UNet's convolutions that read a skip concatenation split over its two halves, 16-bit partial sums,
+the concatenation FP16; not in the export, README "Fidelity") and prints the SQNR against the float graph on the
+held-out samples (pooled, and per denoising step for the UNet), with the factors the method chose.
 
     python bench/fidelity.py                       # embedded model, 8 + 8 prompts, every method
     python bench/fidelity.py --model tiny --calib-prompts 4 --heldout-prompts 2 --steps 4
@@ -45,20 +47,24 @@ def capture(model: str, n_cal: int, n_held: int, steps: int | None, work: Path) 
     held.save(work / "held")
     for comp in ("text_encoder", "unet"):
         export_component(pipe, comp, cal.samples[comp][0].inputs, work / comp / "model.onnx")
+    # the same UNet with the convolutions that read its skip concatenations split over the two halves
+    export_component(pipe, "unet", cal.samples["unet"][0].inputs, work / "unet_split" / "model.onnx",
+                     split_concat=True)
     return {"steps": steps, "cal": cal.count(), "held": held.count()}
 
 
-def measure(work: Path, comp: str, policy, method: str) -> dict:
-    """Quantize ``comp`` under ``policy`` (a PolicySpec) with ``method``; SQNR on the held-out samples."""
+def measure(work: Path, comp: str, policy, method: str, graph: str | None = None) -> dict:
+    """Quantize ``comp`` (the float graph in folder ``graph``, default ``comp``) under ``policy`` (a PolicySpec)
+    with ``method``; SQNR on the held-out samples."""
     from edgefusion.calibration.capture import CalibrationSet
     from edgefusion.metrics import mean_sqnr_db
     from edgefusion.quant.quantize_graph import quantize_graph
     from edgefusion.runtime.session import open_session, run_session
 
     cal, held = CalibrationSet.load(work / "cal"), CalibrationSet.load(work / "held")
-    fpath = work / comp / "model.onnx"
+    fpath = work / (graph or comp) / "model.onnx"
     t = time.perf_counter()
-    qg = quantize_graph(fpath, work / comp / "q.onnx", comp, policy, [s.inputs for s in cal.samples[comp]],
+    qg = quantize_graph(fpath, fpath.parent / "q.onnx", comp, policy, [s.inputs for s in cal.samples[comp]],
                         method=method, groups=[s.prompt_index for s in cal.samples[comp]])
     wall = time.perf_counter() - t
     fs, qs = open_session(fpath), open_session(qg.path)
@@ -83,6 +89,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from edgefusion.quant.policy import load_policy
+    from edgefusion.quant.precision import Precision
 
     tmp = None if args.work else tempfile.TemporaryDirectory()
     work = Path(args.work or tmp.name)
@@ -96,14 +103,19 @@ def main(argv=None) -> int:
     no_rule = load_policy("default")
     no_rule.rules = [(k, p) for k, p in no_rule.rules if k != "re:^unet/conv_in/"]
     no_rule.name = "default without the conv_in rule"
-    cases = [("unet", load_policy(p)) for p in ("w8a8", "w8a16")] + [("unet", no_rule), ("unet", default)]
-    te = [("text_encoder", load_policy(p)) for p in ("w8a8", "w8a16")]
+    split = load_policy("default")
+    at = next(i for i, (k, _) in enumerate(split.rules) if not k.startswith("re:^unet/"))  # after the UNet rules
+    split.rules.insert(at, ("op:Concat", Precision.FP16))  # the halves are not requantized for the norm
+    split.name = "default + skip split"
+    cases = ([("unet", load_policy(p), None) for p in ("w8a8", "w8a16")]
+             + [("unet", no_rule, None), ("unet", default, None), ("unet", split, "unet_split")])
+    te = [("text_encoder", load_policy(p), None) for p in ("w8a8", "w8a16")]
     head = f"{'graph':<13}{'policy':<34}{'method':<10}{'SQNR dB':>8}  {'first/mid/last step dB':<24}{'factors':<18}"
     print(head)
     print("-" * len(head))
-    for comp, spec in cases + te:
+    for comp, spec, graph in cases + te:
         for method in methods:
-            r = measure(work, comp, spec, method)
+            r = measure(work, comp, spec, method, graph)
             ps = r["per_step"]
             steps = f"{ps[0]:.1f} / {ps[len(ps) // 2]:.1f} / {ps[-1]:.1f}" if len(ps) > 1 else "-"
             alpha = " ".join(f"{k}b x{v:g}" for k, v in r["alpha"].items()) or "-"

@@ -12,6 +12,7 @@ import numpy as np
 
 from edgefusion.errors import EdgeFusionError
 from edgefusion.export.unshare_biases import unshare_biases_file
+from edgefusion.graph.split_concat_convs import split_concat_convs_file
 
 OPSET = 21  # 16-bit QuantizeLinear/DequantizeLinear and GroupNormalization need opset 21
 
@@ -66,8 +67,11 @@ def run_torch(module, component: str, inputs: dict[str, np.ndarray]) -> np.ndarr
     return out.float().numpy()
 
 
-def export_component(pipe, component: str, example: dict[str, np.ndarray], path: Path) -> Path:
-    """Export one component to ``path`` (weights in ``<path>.data``), static shapes taken from ``example``."""
+def export_component(pipe, component: str, example: dict[str, np.ndarray], path: Path,
+                     split_concat: bool = False) -> Path:
+    """Export one component to ``path`` (weights in ``<path>.data``), static shapes taken from ``example``;
+    ``split_concat``: split convolutions that read a concatenation (``edgefusion.graph.split_concat_convs``; off
+    in the export: measured in ``bench/fidelity.py``, README "Fidelity")."""
     import torch
 
     module = component_module(pipe, component)
@@ -85,5 +89,7 @@ def export_component(pipe, component: str, example: dict[str, np.ndarray], path:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise EdgeFusionError(f"torch.onnx (dynamo) could not export the {component}: {first}",
                               "report the model architecture; export works on the shipped presets") from None
+    if split_concat:
+        split_concat_convs_file(path)
     unshare_biases_file(path)
     return path

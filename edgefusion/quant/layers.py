@@ -91,7 +91,9 @@ def find_layers(model: onnx.ModelProto, component: str) -> list[Layer]:
         prefix = f"{component}/{module}/{op_name}" if module else f"{component}/{op_name}"
         compute = [n for n in nodes if n.op_type not in PASSTHROUGH_OPS]
         heavy = [n for n in compute if n.op_type in HEAVY_OPS]
-        if len(heavy) > 1:  # fused attention and friends: one layer per compute node
+        # fused attention and friends: one layer per compute node (a convolution split over a concatenation's
+        # inputs, edgefusion.graph.split_concat_convs, stays one layer)
+        if len(heavy) > 1 and any(n.op_type != "Conv" for n in heavy):
             counts: dict[str, int] = {}
             for n in nodes:
                 if n.op_type in PASSTHROUGH_OPS:

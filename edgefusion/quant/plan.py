@@ -8,6 +8,9 @@ Rules (an NPU's view of a mixed-precision graph):
 * A boundary tensor of an FP16 layer that no integer neighbour asks for is rounded through float16.
 * Weights of integer layers are int8, symmetric, per output channel; every float initializer of an FP16 layer is
   stored as float16.
+* A partial sum inside a layer (a convolution split over a concatenation's inputs,
+  ``edgefusion.graph.split_concat_convs``) is an accumulator output: 16-bit QDQ in an integer layer, float16 in an
+  FP16 one.
 * Biases of integer Conv/Gemm layers and of Linear layers (MatMul + Add of a 1-D constant) are int32 with scale =
   input scale x weight scale and zero point 0, as deployment compilers (and onnxruntime's integer kernels) expect;
   a bias whose input is not quantized stays float. Norm parameters of integer layers stay float.
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from edgefusion.graph.split_concat_convs import is_partial_sum
 from edgefusion.quant.graph_index import GraphIndex
 from edgefusion.quant.layers import PASSTHROUGH_OPS, Layer
 from edgefusion.quant.policy import ResolvedPolicy
@@ -125,6 +129,12 @@ def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: Res
                 external = [c for c in idx.consumers.get(o, []) if c.name not in members]
                 if external or o in idx.graph_outputs:
                     boundary.append((o, layer))
+                elif is_partial_sum(node) and o in idx.activations:
+                    p = precision(layer)
+                    if p is not None and p.is_integer:
+                        plan.act_bits[o], plan.act_owner[o] = 16, layer.name
+                    elif p is Precision.FP16:
+                        plan.fp16_tensors.append(o)
     for tensor, layer in boundary:
         if tensor not in idx.activations:
             continue

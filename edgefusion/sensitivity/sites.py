@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from edgefusion.graph.split_concat_convs import is_partial_sum
 from edgefusion.quant.graph_index import GraphIndex
 from edgefusion.quant.layers import Layer
 from edgefusion.quant.plan import QuantPlan, layer_biases
@@ -28,6 +29,7 @@ class Site:
     tensor: str
     producer: str | None  # layer name; None for a graph input
     consumers: list[str]  # non-passthrough layers reading it (directly or through passthrough ops)
+    accumulator: bool = False  # a partial sum inside its producer (16-bit in an integer layer, see quant/plan.py)
 
 
 @dataclass
@@ -65,7 +67,7 @@ class QuantSites:
                     found.append(layer.name)
             return found
 
-        boundary: list[tuple[str, Layer | None]] = [(t, None) for t in idx.graph_inputs]
+        boundary: list[tuple[str, Layer | None, bool]] = [(t, None, False) for t in idx.graph_inputs]
         for layer in layers:
             if layer.passthrough:
                 continue
@@ -74,11 +76,14 @@ class QuantSites:
                 for o in node.output:
                     if o and ([c for c in idx.consumers.get(o, []) if c.name not in members]
                               or o in idx.graph_outputs):
-                        boundary.append((o, layer))
-        for tensor, layer in boundary:
+                        boundary.append((o, layer, False))
+                    elif o and is_partial_sum(node):
+                        boundary.append((o, layer, True))
+        for tensor, layer, accumulator in boundary:
             if tensor not in idx.activations:
                 continue
-            site = Site(tensor, layer.name if layer else None, consumers(tensor, layer, {tensor}))
+            site = Site(tensor, layer.name if layer else None,
+                        [] if accumulator else consumers(tensor, layer, {tensor}), accumulator)
             out.sites.append(site)
             for name in {site.producer, *site.consumers} - {None}:
                 out.layer_sites.setdefault(name, []).append(len(out.sites) - 1)
@@ -98,7 +103,8 @@ class QuantSites:
 
     def to_dict(self) -> dict:
         """Plain-dict form for JSON (the report carries it, so policies can be evaluated without the graph)."""
-        return {"sites": [[s.tensor, s.producer, s.consumers] for s in self.sites],
+        return {"sites": [[s.tensor, s.producer, s.consumers] + ([True] if s.accumulator else [])
+                          for s in self.sites],
                 "int8_slots": {k: [[w, a] for w, a in v] for k, v in self.int8_slots.items()},
                 "float_inits": self.float_inits, "op_types": self.op_types,
                 "bias_slots": {k: [list(b) for b in v] for k, v in self.bias_slots.items()}}
@@ -106,7 +112,7 @@ class QuantSites:
     @classmethod
     def from_dict(cls, d: dict) -> QuantSites:
         """Inverse of :meth:`to_dict`."""
-        out = cls(sites=[Site(t, p, list(c)) for t, p, c in d["sites"]],
+        out = cls(sites=[Site(s[0], s[1], list(s[2]), bool(s[3]) if len(s) > 3 else False) for s in d["sites"]],
                   int8_slots={k: [(w, int(a)) for w, a in v] for k, v in d["int8_slots"].items()},
                   float_inits={k: list(v) for k, v in d["float_inits"].items()}, op_types=dict(d["op_types"]),
                   bias_slots={k: [tuple(b) for b in v] for k, v in d.get("bias_slots", {}).items()})
@@ -117,8 +123,10 @@ class QuantSites:
 
     def site_treatment(self, site: Site, precisions: dict[str, Precision]) -> int | str | None:
         """8 or 16 (integer QDQ bits), ``"fp16"`` (rounded through float16) or None (left float)."""
-        bits = [precisions[c].activation_bits for c in site.consumers if c in precisions and precisions[c].is_integer]
         prod = precisions.get(site.producer) if site.producer else None
+        if site.accumulator:
+            return 16 if prod is not None and prod.is_integer else "fp16" if prod is Precision.FP16 else None
+        bits = [precisions[c].activation_bits for c in site.consumers if c in precisions and precisions[c].is_integer]
         if prod is not None and prod.is_integer:
             bits.append(prod.activation_bits)
         if bits:

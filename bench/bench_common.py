@@ -35,7 +35,7 @@ def capture_unet_samples(model: str, samples: int, steps: int, verify: int, work
 
     from edgefusion.calibration.capture import capture_calibration
     from edgefusion.calibration.prompts import read_prompts, split_prompts
-    from edgefusion.export.torch_to_onnx import export_component
+    from edgefusion.models.torch_to_onnx import export_component
     from edgefusion.models.source import load_pipeline, resolve_model_source
 
     dl.set_verbosity_error()

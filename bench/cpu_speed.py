@@ -47,7 +47,7 @@ def main(argv=None) -> int:
 
     from edgefusion.calibration.capture import capture_calibration
     from edgefusion.calibration.prompts import read_prompts, split_prompts
-    from edgefusion.export.torch_to_onnx import export_component
+    from edgefusion.models.torch_to_onnx import export_component
     from edgefusion.models.source import load_pipeline, resolve_model_source
     from edgefusion.quant.policy import load_policy
     from edgefusion.quant.quantize_graph import quantize_graph

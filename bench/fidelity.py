@@ -31,7 +31,7 @@ def capture(model: str, n_cal: int, n_held: int, steps: int | None, work: Path) 
 
     from edgefusion.calibration.capture import capture_calibration
     from edgefusion.calibration.prompts import read_prompts, split_prompts
-    from edgefusion.export.torch_to_onnx import export_component
+    from edgefusion.models.torch_to_onnx import export_component
     from edgefusion.models.source import load_pipeline, resolve_model_source
 
     dl.set_verbosity_error()

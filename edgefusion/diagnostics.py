@@ -5,7 +5,7 @@ a prompt cut by the tokenizer, a fidelity figure below expectation). :func:`warn
 records it in the innermost :func:`session`; the verb copies :func:`recorded` into its output (the export's
 manifest). Under ``session(strict=True)`` :func:`warn` raises :class:`EdgeFusionError` instead.
 
-The setting crosses process boundaries: :func:`edgefusion.export.isolated.run_isolated` starts each child in the
+The setting crosses process boundaries: :func:`edgefusion.isolated.run_isolated` starts each child in the
 parent's mode and hands the warnings the child recorded back to the parent's session.
 """
 

@@ -32,7 +32,7 @@ def tiny_calibration(tiny_pipe):
 @pytest.fixture(scope="session")
 def tiny_float_graphs(tiny_pipe, tiny_calibration, tmp_path_factory) -> dict[str, Path]:
     """Float ONNX graphs of the three tiny components."""
-    from edgefusion.export.torch_to_onnx import export_component
+    from edgefusion.models.torch_to_onnx import export_component
 
     cal, _ = tiny_calibration
     root = tmp_path_factory.mktemp("float")

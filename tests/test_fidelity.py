@@ -37,7 +37,7 @@ def embedded_set(tmp_path_factory):
     """The embedded model's own sampler on 3 calibration and 2 held-out prompts (6 steps), and its float graphs."""
     from edgefusion.calibration.capture import capture_calibration
     from edgefusion.calibration.prompts import read_prompts, split_prompts
-    from edgefusion.export.torch_to_onnx import export_component
+    from edgefusion.models.torch_to_onnx import export_component
     from edgefusion.models.source import load_pipeline, resolve_model_source
 
     src = resolve_model_source("embedded")

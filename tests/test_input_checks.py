@@ -161,7 +161,7 @@ def test_warnings_and_strict_cross_into_the_stage_processes():
     """A warning raised in a spawned stage joins the caller's record (the manifest's `warnings`); under --strict
     the stage fails with it as a one-line error."""
     from edgefusion import diagnostics
-    from edgefusion.export.isolated import run_isolated
+    from edgefusion.isolated import run_isolated
 
     with diagnostics.session() as s:
         text, _ = run_isolated(diagnostics.warn, "a warning from a child", "its fix")

@@ -58,9 +58,55 @@ def test_executors_are_a_lower_layer():
             assert m == "edgefusion.errors" or m.startswith("edgefusion.executors"), (f, m)
 
 
+def _packages() -> list[str]:
+    return sorted(p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").is_file())
+
+
+def _package_deps() -> dict[str, set[str]]:
+    """package -> the other edgefusion packages it imports."""
+    pk = set(_packages())
+    deps = {}
+    for package in pk:
+        deps[package] = {m.split(".")[1] for _, m, _ in _imports(package)
+                         if m.startswith("edgefusion.") and m.split(".")[1] in pk} - {package}
+    return deps
+
+
+def _cycle(deps: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle among packages, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(p: str) -> list[str] | None:
+        state[p] = 1
+        stack.append(p)
+        for q in sorted(deps.get(p, ())):
+            if state.get(q) == 1:
+                return stack[stack.index(q):] + [q]
+            if q not in state and (found := visit(q)):
+                return found
+        stack.pop()
+        state[p] = 2
+        return None
+
+    for p in sorted(deps):
+        if p not in state and (found := visit(p)):
+            return found
+    return None
+
+
+def test_packages_import_downward_only():
+    """No import cycle between packages: each one has a place in one order (export uses the profiler, never the
+    reverse; the float ONNX export lives in models/, below every stage that uses it)."""
+    deps = _package_deps()
+    assert len(deps) >= 10 and deps["export"] >= {"quant", "sensitivity", "models"}
+    assert _cycle(deps) is None, _cycle(deps)
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the check finds one
+
+
 def test_no_private_names_across_packages():
-    """latency/, tiling/, graph/ and deploy/ read no other package's private (_x) names."""
-    for package in ("latency", "tiling", "graph", "deploy"):
+    """No package reads another package's private (_x) names."""
+    for package in _packages():
         for f, m, names in _imports(package):
             if m.startswith("edgefusion.") and not m.startswith(f"edgefusion.{package}"):
                 private = [n for n in names if n.startswith("_")]

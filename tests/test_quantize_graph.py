@@ -141,7 +141,7 @@ def test_unshare_biases_gives_each_reader_its_own_copy(tmp_path):
     graph computes the same thing."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgefusion.export.unshare_biases import unshare_biases
+    from edgefusion.graph.unshare_biases import unshare_biases
 
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "w1"),

@@ -277,7 +277,7 @@ def test_help_imports_neither_torch_nor_ray():
 def test_export_auto_hands_the_executor_to_its_profiling_step(monkeypatch):
     """``export --mpq-policy auto --executor ray``: the request the isolated auto stage receives names the executor
     (the manifest's record of the request does not); ``--executor ray`` with a fixed policy is refused."""
-    import edgefusion.export.isolated as isolated
+    import edgefusion.isolated as isolated
     from edgefusion.sensitivity.auto_export import AutoRequest, policy_or_auto
 
     seen = []

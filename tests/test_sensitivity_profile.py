@@ -246,7 +246,7 @@ def test_rerunning_a_finished_profile_keeps_its_simulated_pick(tiny_report, caps
 def test_a_resumed_profile_says_from_where(tiny_report, tmp_path, monkeypatch, capsys):
     import shutil
 
-    from edgefusion.export import isolated
+    from edgefusion import isolated
     from edgefusion.sensitivity.run_profile import profile
 
     out, _ = tiny_report

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         import traceback
 
-        from edgefusion.export.isolated import unexpected_error
+        from edgefusion.isolated import unexpected_error
 
         line = unexpected_error(f"{args.command} command", f"{type(err).__name__}: {err}", traceback.format_exc())
         print(f"edgefusion: error: {line}", file=sys.stderr)

@@ -117,7 +117,7 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
 
 def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, steps, seed, allow_pickle,
                  keep_float, progress, t_start, tiling, method, qnn=(False, None, 4)) -> ExportManifest:
-    from edgefusion.export.isolated import run_isolated
+    from edgefusion.isolated import run_isolated
 
     work = stage / ".work"
     work.mkdir()
@@ -210,22 +210,14 @@ class _Laps:
         self.tick = now
 
 
-def _quiet_hf() -> None:
-    from diffusers.utils import logging as df_logging
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    df_logging.set_verbosity_error()
-
-
 def _torch_stage(stage: str, source: dict, cal_prompts, ver_prompts, steps, seed, allow_pickle, progress) -> dict:
     """Float PyTorch work (own process): calibration, references, tokenizer/scheduler, float ONNX graphs."""
     from edgefusion.calibration.capture import capture_calibration
-    from edgefusion.export.torch_to_onnx import component_module, export_component, run_torch
     from edgefusion.models.source import ModelSource, load_pipeline
+    from edgefusion.models.torch_to_onnx import component_module, export_component, quiet_hf_logging, run_torch
     from edgefusion.runtime.pipeline import torch_reference_image
 
-    _quiet_hf()
+    quiet_hf_logging()
     stage_dir, lap = Path(stage), _Laps()
     src = ModelSource.from_dict(source)
     pipe = load_pipeline(src, allow_pickle=allow_pickle, quiet=False, progress=progress)
@@ -288,12 +280,13 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
     from edgefusion.export.fidelity_check import check_readings, fidelity_warnings
     from edgefusion.latency.device import DeviceProfile
     from edgefusion.metrics import mean_sqnr_db, psnr_db
+    from edgefusion.models.torch_to_onnx import quiet_hf_logging
     from edgefusion.quant.policy import PolicySpec
     from edgefusion.quant.quantize_graph import quantize_graph
     from edgefusion.runtime.pipeline import OnnxStableDiffusion, save_png
     from edgefusion.runtime.session import open_session, release_freed_memory, run_session
 
-    _quiet_hf()
+    quiet_hf_logging()
     stage_dir, lap = Path(stage), _Laps()
     policy = PolicySpec.from_dict(spec)
     cal = CalibrationSet.load(stage_dir / ".work" / "cal")

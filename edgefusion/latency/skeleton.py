@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import onnx
 
 from edgefusion.errors import EdgeFusionError
-from edgefusion.export.torch_to_onnx import IO_NAMES, OPSET, component_module
+from edgefusion.models.torch_to_onnx import IO_NAMES, OPSET, component_module
 from edgefusion.models.source import ModelSource
 
 NO_DATA = "edgefusion-skeleton-has-no-weights"  # external-data location of every skeleton initializer

@@ -62,7 +62,7 @@ def layer_biases(nodes: list[onnx.NodeProto], idx: GraphIndex) -> list[tuple[str
     """``(bias, input activation, weight)`` of the integer-capable ops among a layer's ``nodes``: the bias input
     of Conv/Gemm, or the 1-D constant added to a MatMul's output (a Linear layer), when the op has an int8 weight.
     A bias other nodes read too stays float: its int32 form would carry this layer's scale into them (the export
-    gives every bias its own initializer first, ``edgefusion.export.unshare_biases``)."""
+    gives every bias its own initializer first, ``edgefusion.graph.unshare_biases``)."""
     out = []
     weighted = {}
     for node in nodes:

@@ -67,7 +67,7 @@ class AutoRequest:
                device: dict | None = None, tiling: bool = True, method: str = "crossval") -> PolicySpec:
         """Profile (or load the report), pick the policy, write ``<stage>/sensitivity/``; returns the policy.
         Layers are costed on ``device`` (a DeviceProfile dict) by the latency model; ``None``: the MAC/byte proxy."""
-        from edgefusion.export.isolated import run_isolated
+        from edgefusion.isolated import run_isolated
 
         work = Path(stage) / ".work"
         request = {**self.to_dict(), "executor": self.executor}  # the manifest's record has no executor

@@ -108,7 +108,7 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
     runs the sweep's chunks of samples as Ray tasks.
     """
     from edgefusion.calibration.prompts import read_prompts, split_prompts
-    from edgefusion.export.isolated import run_isolated
+    from edgefusion.isolated import run_isolated
     from edgefusion.models.source import (
         DEFAULT_MODEL,
         check_weights_format,
@@ -202,9 +202,9 @@ def profile(model: str | None = None, out: str | Path | None = None, mpq_policy:
 
 
 def _quiet() -> None:
-    from edgefusion.export.run_export import _quiet_hf
+    from edgefusion.models.torch_to_onnx import quiet_hf_logging
 
-    _quiet_hf()
+    quiet_hf_logging()
 
 
 def _torch_stage(work: str, source: dict, prompts, heldout, steps, seed, height, width, allow_pickle,
@@ -212,8 +212,8 @@ def _torch_stage(work: str, source: dict, prompts, heldout, steps, seed, height,
     """Own process: load the pipeline, capture the calibration and held-out sets (as the export captures its
     calibration and verification sets), export the float UNet graph."""
     from edgefusion.calibration.capture import capture_calibration
-    from edgefusion.export.torch_to_onnx import export_component
     from edgefusion.models.source import ModelSource, load_pipeline
+    from edgefusion.models.torch_to_onnx import export_component
 
     _quiet()
     src = ModelSource.from_dict(source)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from edgefusion.errors import EdgeFusionError
-from edgefusion.export.unshare_biases import unshare_biases_file
 from edgefusion.graph.split_concat_convs import split_concat_convs_file
+from edgefusion.graph.unshare_biases import unshare_biases_file
 
 OPSET = 21  # 16-bit QuantizeLinear/DequantizeLinear and GroupNormalization need opset 21
 
@@ -22,6 +22,15 @@ IO_NAMES = {
     "unet": (["sample", "timestep", "encoder_hidden_states"], ["out_sample"]),
     "vae_decoder": (["latent_sample"], ["sample"]),
 }
+
+
+def quiet_hf_logging() -> None:
+    """Silence transformers' and diffusers' info/warning logs (the stages print their own one-line notes)."""
+    from diffusers.utils import logging as df_logging
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    df_logging.set_verbosity_error()
 
 
 def component_module(pipe, component: str):

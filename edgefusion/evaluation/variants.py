@@ -64,20 +64,14 @@ def model_label(source: dict) -> str:
 
 
 def read_export(path: str | Path) -> ExportInfo:
-    """Load an export folder's manifest; one-line errors for folders that are not exports."""
+    """Load an export folder's manifest (``read_export_manifest``'s checks, plus a policy and every NPU graph file
+    the manifest names); one-line errors for folders that are not exports."""
+    from edgefusion.runtime.pipeline import read_export_manifest
+
     path = Path(path).expanduser()
-    if not path.is_dir():
-        raise EdgeFusionError(f"export folder '{path}' does not exist", "pass folders written by `edgefusion export`")
-    mpath = path / "manifest.json"
-    if not mpath.is_file():
-        raise EdgeFusionError(f"'{path}' has no manifest.json, so it is not an edgefusion export",
-                              "pass folders written by `edgefusion export`")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise EdgeFusionError(f"'{mpath}' is not readable JSON ({err})", "re-run `edgefusion export`") from None
-    if not isinstance(manifest, dict) or not {"source", "shapes", "policy"} <= set(manifest):
-        raise EdgeFusionError(f"'{mpath}' is not an edgefusion export manifest",
+    manifest = read_export_manifest(path)
+    if "policy" not in manifest:
+        raise EdgeFusionError(f"'{path / 'manifest.json'}' is not an edgefusion export manifest (no policy)",
                               "pass folders written by `edgefusion export`")
     for comp in GRAPHS:
         for rel in _graph_files(manifest, comp):

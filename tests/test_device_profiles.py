@@ -70,6 +70,9 @@ def test_snapdragon_profile_carries_the_public_figures():
     (lambda d: d["vector_ops_per_element"].__setitem__("SiLU", False), "vector_ops_per_element.SiLU"),
     (lambda d: d["op_precisions"].__setitem__("Conv", []), "op_precisions.Conv"),
     (lambda d: d.__setitem__("name", 7), "name"),
+    (lambda d: d.__setitem__("weights", {"per_tensor": ["MatMul"]}), "weights has unknown key"),
+    (lambda d: d.__setitem__("weights", {"per_tensor_with_16bit_activations": "MatMul"}),
+     "weights.per_tensor_with_16bit_activations"),
 ])
 def test_bad_profiles_are_refused_with_the_field_named(tmp_path, mutate, words):
     data = _profile_dict()
@@ -147,3 +150,11 @@ def test_valid_figures_load_and_round_trip(tmp_path_factory, field, value):
     saved = tmp_path_factory.mktemp("rt") / "p.json"
     profile.save(saved)
     assert load_device(str(saved)) == profile
+
+
+def test_weight_storage_needs_are_data():
+    """Only the QNN target asks for per-tensor MatMul weights under 16-bit activations (measured on its HTP)."""
+    assert load_device("snapdragon8gen3").weights == {"per_tensor_with_16bit_activations": ["MatMul"]}
+    assert load_device("exynos2400").weights == {"per_tensor_with_16bit_activations": []}
+    d = load_device("snapdragon8gen3")
+    assert DeviceProfile.from_dict(d.to_dict()).weights == d.weights

@@ -170,3 +170,38 @@ def test_unshare_biases_gives_each_reader_its_own_copy(tmp_path):
     onnx.save(model, str(tmp_path / "own.onnx"))
     np.testing.assert_array_equal(run_session(open_session(tmp_path / "own.onnx"), x)[0], before)
     assert unshare_biases(model) == 0
+
+
+def test_per_tensor_matmul_weights_where_a_device_needs_them(tiny_float_graphs, tiny_calibration, tmp_path):
+    """``per_tensor_a16=["MatMul"]`` (snapdragon8gen3's profile): MatMul weights with a 16-bit input get one scale
+    and their int32 biases too; Conv stays per channel; an 8-bit input (``default``) keeps per-channel weights."""
+    cal, ver = tiny_calibration
+    feeds = [s.inputs for s in cal.samples["unet"]]
+    fs = open_session(tiny_float_graphs["unet"])
+    ref = [run_session(fs, s.inputs)[0] for s in ver.samples["unet"]]
+    out = {}
+    for name, policy, ops in (("pc", "w8a16", ()), ("pt", "w8a16", ("MatMul",)), ("d", "default", ("MatMul",))):
+        qg = quantize_graph(tiny_float_graphs["unet"], tmp_path / f"{name}.onnx", "unet", load_policy(policy), feeds,
+                            per_tensor_a16=ops)
+        qs = open_session(qg.path)
+        out[name] = (qg, onnx.load(str(qg.path)), mean_sqnr_db(ref, [run_session(qs, s.inputs)[0]
+                                                                    for s in ver.samples["unet"]]))
+    qg, model, sqnr = out["pt"]
+    inits = {t.name: t for t in model.graph.initializer}
+    readers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n.op_type)
+    weight_dq = {n.output[0]: n for n in model.graph.node
+                 if n.op_type == "DequantizeLinear" and n.output[0] in qg.plan.int8_weights}
+    matmul = [n for t, n in weight_dq.items() if readers.get(t) == ["MatMul"]]
+    conv = [n for t, n in weight_dq.items() if readers.get(t) == ["Conv"]]
+    assert matmul and conv
+    assert all(not n.attribute and list(inits[n.input[1]].dims) == [] for n in matmul)
+    assert all(any(a.name == "axis" for a in n.attribute) for n in conv)
+    assert qg.plan.summary()["int8_weights_per_tensor"] == len(matmul)
+    per_tensor_w = {n.output[0] for n in matmul}
+    biases = [b for b, (_, w) in qg.plan.int32_biases.items() if w in per_tensor_w]
+    assert biases and all(list(inits[b + "_scale"].dims) == [] for b in biases)
+    assert abs(sqnr - out["pc"][2]) < 3.0, (sqnr, out["pc"][2])  # one scale per weight costs little here
+    assert out["d"][0].plan.summary()["int8_weights_per_tensor"] == 0  # 8-bit inputs: per channel as before

@@ -295,6 +295,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
         refs_file = {k: data[k] for k in data.files}
     records, all_tiling = {}, {}
     quant_graphs = {c: stage_dir / c / NPU_FILE[c] for c in COMPONENT_ORDER}
+    a16_per_tensor = DeviceProfile.from_dict(device).weights["per_tensor_with_16bit_activations"]
     for comp in COMPONENT_ORDER:
         refs = [refs_file[f"{comp}/{i}"] for i in range(len(ver.samples[comp]))]
         fpath = stage_dir / "float" / comp / "model.onnx"
@@ -304,7 +305,8 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
         release_freed_memory()
         qg = quantize_graph(fpath, stage_dir / comp / NPU_FILE[comp], comp, policy,
                             [s.inputs for s in cal.samples[comp]], progress=progress, method=method,
-                            groups=[s.prompt_index for s in cal.samples[comp]])
+                            groups=[s.prompt_index for s in cal.samples[comp]],
+                            per_tensor_a16=a16_per_tensor)
         form = apply_deploy_form(qg.path, comp)  # before verification: the figures describe the graph written
         sess = open_session(qg.path)
         q_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]

@@ -34,6 +34,8 @@ class DeviceProfile:
     vector_ops_per_element: dict[str, float]
     source: str = ""
     extra: dict = field(default_factory=dict)
+    # weight storage the device needs: op types whose int8 weights are per-tensor when their input is 16-bit
+    weights: dict = field(default_factory=lambda: {"per_tensor_with_16bit_activations": []})
 
     # derived figures, in SI units
     @property

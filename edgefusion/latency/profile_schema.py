@@ -25,7 +25,9 @@ FIELDS: dict[str, dict[str, str]] = {
 }
 WANT = {"pos": "a positive finite number", "nonneg": "a finite number >= 0", "fraction": "a number in (0, 1]"}
 TABLES = ("throughput", "op_precisions", "vector_ops_per_element")
-TOP = {"name", "description", "source", "extra", *FIELDS, *TABLES}
+# optional: how the device needs weights stored (absent = per-channel int8 weights everywhere)
+WEIGHTS = {"per_tensor_with_16bit_activations": "ops"}
+TOP = {"name", "description", "source", "extra", "weights", *FIELDS, *TABLES}
 
 
 def is_number(value: object) -> bool:
@@ -114,6 +116,19 @@ def _vector_ops(data: dict, where: str) -> dict:
     return {k: _check_number(v, "pos", f"vector_ops_per_element.{k}", where) for k, v in table.items()}
 
 
+def _weights(data: dict, where: str) -> dict:
+    sec = _mapping(data.get("weights") or {}, "weights", where)
+    unknown = sorted(set(sec) - set(WEIGHTS))
+    if unknown:
+        raise EdgeFusionError(f"{where}: weights has unknown key(s) {unknown}",
+                              f"allowed in weights: {sorted(WEIGHTS)}")
+    ops = sec.get("per_tensor_with_16bit_activations", [])
+    if not isinstance(ops, list) or not all(isinstance(o, str) and o for o in ops):
+        raise EdgeFusionError(f"{where}: weights.per_tensor_with_16bit_activations must be a list of ONNX op types",
+                              "e.g. [MatMul] (or leave the section out)")
+    return {"per_tensor_with_16bit_activations": list(ops)}
+
+
 def validate_profile(data: object, where: str = "device profile") -> dict:
     """The profile's fields, checked and normalised (floats, lists); raises a one-line EdgeFusionError naming the
     first field that is missing, unknown or out of range."""
@@ -134,5 +149,6 @@ def validate_profile(data: object, where: str = "device profile") -> dict:
         raise EdgeFusionError(f"{where}: 'extra' must be a mapping", FORMAT)
     throughput = _throughput(data, where)
     return {"name": data["name"], "description": data.get("description", ""), "source": data.get("source", ""),
-            "extra": dict(extra), **_sections(data, where), "throughput": throughput,
+            "extra": dict(extra), **_sections(data, where), "weights": _weights(data, where),
+            "throughput": throughput,
             "op_precisions": _op_precisions(data, throughput, where), "vector_ops_per_element": _vector_ops(data, where)}

@@ -3,7 +3,8 @@
 * Activation at 8/16 bits: uint8/uint16 asymmetric, scale and zero point from the chosen range with onnxruntime's
   ``compute_scale_zp``; ``QuantizeLinear -> DequantizeLinear`` after the producer, every consumer reading the
   dequantized tensor.
-* int8 weights: symmetric per output channel (zero point 0), stored as int8 + ``DequantizeLinear(axis)``.
+* int8 weights: symmetric per output channel (zero point 0), stored as int8 + ``DequantizeLinear(axis)``; per
+  tensor (one scale, no axis) where the plan says so.
 * int32 biases of integer layers: scale = input scale x weight scale (per channel), zero point 0, so onnxruntime
   fuses ``DQ -> Conv/Gemm -> Q`` into integer kernels and deployment compilers find the bias they expect.
 * fp16: weights stored as float16 + ``Cast``; activations rounded by ``Cast(fp16) -> Cast(fp32)``.
@@ -50,6 +51,13 @@ def quantize_weight_per_channel(w: np.ndarray, axis: int) -> tuple[np.ndarray, n
     shape[axis] = -1
     q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
     return q, scale
+
+
+def quantize_weight_per_tensor(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 symmetric per-tensor quantization: returns (int8 values, float32 scalar scale)."""
+    absmax = float(np.abs(w).max()) if w.size else 0.0
+    scale = np.array(absmax / 127.0 if absmax > 0 else 1.0, dtype=np.float32)
+    return np.clip(np.rint(w / scale), -127, 127).astype(np.int8), scale
 
 
 def quantize_bias(b: np.ndarray, input_scale: np.float32, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -103,7 +111,8 @@ def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str
     for t in g.initializer:
         if t.name in plan.int8_weights:
             axis = plan.int8_weights[t.name]
-            q, scale = quantize_weight_per_channel(_array(t, base).astype(np.float32), axis)
+            w = _array(t, base).astype(np.float32)
+            q, scale = quantize_weight_per_tensor(w) if axis is None else quantize_weight_per_channel(w, axis)
             inits, node = _dq_node(t.name, scale, np.zeros_like(scale, dtype=np.int8), q, axis)
             new_inits += inits
             head.append(node)
@@ -124,8 +133,9 @@ def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str
             total_bytes += arr.nbytes
     for name, t in biases.items():
         source, weight = plan.int32_biases[name]
-        q, scale = quantize_bias(_array(t, base), act_q[source][0], w_scale[weight])
-        inits, node = _dq_node(name, scale, np.zeros_like(q), q, 0)
+        b = _array(t, base)
+        q, scale = quantize_bias(b, act_q[source][0], w_scale[weight])  # per tensor with a per-tensor weight
+        inits, node = _dq_node(name, scale, np.zeros(scale.shape, np.int32), q, 0 if scale.ndim else None)
         new_inits += inits
         head.append(node)
         total_bytes += q.nbytes

@@ -6,8 +6,9 @@ Rules (an NPU's view of a mixed-precision graph):
   MatMul producing them is W8A8, and the probabilities leave at 16 bits into the next MatMul).
 * Passthrough ops (reshape, transpose, slice ...) are transparent: their consumers' requests reach the source tensor.
 * A boundary tensor of an FP16 layer that no integer neighbour asks for is rounded through float16.
-* Weights of integer layers are int8, symmetric, per output channel; every float initializer of an FP16 layer is
-  stored as float16.
+* Weights of integer layers are int8, symmetric, per output channel (per tensor for the op types a device lists in
+  ``weights.per_tensor_with_16bit_activations`` when their input is 16-bit); every float initializer of an FP16
+  layer is stored as float16.
 * A partial sum inside a layer (a convolution split over a concatenation's inputs,
   ``edgefusion.graph.split_concat_convs``) is an accumulator output: 16-bit QDQ in an integer layer, float16 in an
   FP16 one.
@@ -37,7 +38,7 @@ class QuantPlan:
     act_bits: dict[str, int] = field(default_factory=dict)  # tensor -> 8 | 16
     act_owner: dict[str, str] = field(default_factory=dict)  # tensor -> layer whose precision put it there
     fp16_tensors: list[str] = field(default_factory=list)
-    int8_weights: dict[str, int] = field(default_factory=dict)  # initializer -> channel axis
+    int8_weights: dict[str, int | None] = field(default_factory=dict)  # initializer -> channel axis (None: tensor)
     fp16_weights: list[str] = field(default_factory=list)
     int32_biases: dict[str, tuple[str, str]] = field(default_factory=dict)  # bias -> (input activation, weight)
 
@@ -46,6 +47,7 @@ class QuantPlan:
         return {"activation_qdq_8bit": sum(1 for b in self.act_bits.values() if b == 8),
                 "activation_qdq_16bit": sum(1 for b in self.act_bits.values() if b == 16),
                 "fp16_rounded_tensors": len(self.fp16_tensors), "int8_weights": len(self.int8_weights),
+                "int8_weights_per_tensor": sum(1 for a in self.int8_weights.values() if a is None),
                 "fp16_weights": len(self.fp16_weights), "int32_biases": len(self.int32_biases)}
 
 
@@ -87,8 +89,9 @@ def layer_biases(nodes: list[onnx.NodeProto], idx: GraphIndex) -> list[tuple[str
 
 
 def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: ResolvedPolicy,
-                      index: GraphIndex | None = None) -> QuantPlan:
-    """Build the :class:`QuantPlan` for ``model`` under ``resolved`` precisions."""
+                      index: GraphIndex | None = None, per_tensor_a16: frozenset[str] = frozenset()) -> QuantPlan:
+    """Build the :class:`QuantPlan` for ``model`` under ``resolved`` precisions; ``per_tensor_a16``: op types
+    whose int8 weights are per tensor when their input activation is 16-bit (a device's need)."""
     idx = index or GraphIndex.build(model)
     layer_of: dict[str, Layer] = {}
     for layer in layers:
@@ -159,8 +162,10 @@ def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: Res
                 plan.int32_biases[bias] = (source, weight)
         for node in (nodes_by_name[n] for n in layer.nodes):
             if p.is_integer:
+                a16 = node.op_type in per_tensor_a16 and \
+                    plan.act_bits.get(quantized_source(node.input[0], idx)) == 16
                 for slot, axis in weight_slots(node, idx):
-                    plan.int8_weights.setdefault(node.input[slot], axis)
+                    plan.int8_weights.setdefault(node.input[slot], None if a16 else axis)
             else:
                 plan.fp16_weights += fp16_weight_inputs(node, idx)
     plan.fp16_weights = sorted(set(plan.fp16_weights) - set(plan.int8_weights) - set(plan.int32_biases))

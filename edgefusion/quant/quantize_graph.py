@@ -51,13 +51,15 @@ def prepare_float_graph(float_path: Path) -> onnx.ModelProto:
 
 def quantize_graph(float_path: Path, out_path: Path, component: str, spec: PolicySpec,
                    feeds: Sequence[dict[str, np.ndarray]], progress: bool = False, method: str | None = None,
-                   groups: Sequence[int] | None = None) -> QuantizedGraph:
+                   groups: Sequence[int] | None = None,
+                   per_tensor_a16: Sequence[str] = ()) -> QuantizedGraph:
     """Resolve ``spec`` on the graph's layers, estimate ranges over ``feeds`` with ``method`` (None: the default;
-    ``groups``: the prompt each feed came from, None: all from one) and write the QDQ graph."""
+    ``groups``: the prompt each feed came from, None: all from one) and write the QDQ graph. ``per_tensor_a16``:
+    op types whose weights are per tensor when their input is 16-bit (the device profile's ``weights``)."""
     model = prepare_float_graph(Path(float_path))
     layers = find_layers(model, component)
     resolved = resolve_policy(spec, layers)
-    plan = plan_quantization(model, layers, resolved, GraphIndex.build(model))
+    plan = plan_quantization(model, layers, resolved, GraphIndex.build(model), frozenset(per_tensor_a16))
     del model
     rule = estimate_ranges(Path(float_path), plan, feeds, groups, method, progress=progress,
                            desc=f"{component} ranges") if plan.act_bits else None

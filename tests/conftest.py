@@ -52,3 +52,21 @@ def tiny_exports(tmp_path_factory) -> dict[str, Path]:
                verify_prompts=2, progress=False)
         out[policy] = root / policy
     return out
+
+
+@pytest.fixture
+def sweep_dies_after_one_chunk(monkeypatch) -> list[list[int]]:
+    """The profiler's per-chunk work raises KeyboardInterrupt (a killed driver) from its second chunk on; returns
+    the list of sample indices of the chunks it did profile."""
+    from edgefusion.sensitivity import profiler
+
+    real, calls = profiler.linear_noise, []
+
+    def dies_after_one(sim_, chunk, probes, seed=0):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(list(chunk.index))
+        return real(sim_, chunk, probes, seed)
+
+    monkeypatch.setattr(profiler, "linear_noise", dies_after_one)
+    return calls

@@ -173,7 +173,7 @@ def test_sweep_chunks_on_ray_equal_local(ray_instance, tiny_float_graphs, tiny_c
 
 
 def test_resumed_sweep_on_ray_profiles_only_what_is_left(ray_instance, tiny_float_graphs, tiny_calibration,
-                                                         tmp_path, monkeypatch):
+                                                         tmp_path, request):
     """A local driver killed after its first chunk leaves a checkpoint; the Ray sweep resumes it and profiles only
     the samples left, with the same totals as an undisturbed sweep."""
     from edgefusion.sensitivity import profiler
@@ -188,15 +188,7 @@ def test_resumed_sweep_on_ray_profiles_only_what_is_left(ray_instance, tiny_floa
     stats = measure_layer_stats(sim)
     whole = profiler.sweep(sim, profiler.new_report(sim, prov, list(range(8)), stats), tmp_path / "w.json", 2)
     path = tmp_path / "p.json"
-    real, calls = profiler.linear_noise, []
-
-    def dies_after_one(sim_, chunk, probes, seed=0):
-        if calls:
-            raise KeyboardInterrupt
-        calls.append(list(chunk.index))
-        return real(sim_, chunk, probes, seed)
-
-    monkeypatch.setattr(profiler, "linear_noise", dies_after_one)
+    calls = request.getfixturevalue("sweep_dies_after_one_chunk")  # after the undisturbed sweep above
     with pytest.raises(KeyboardInterrupt):
         profiler.sweep(sim, profiler.new_report(sim, prov, list(range(8)), stats), path, 2)
     partial = SensitivityReport.load(path)

@@ -132,9 +132,11 @@ def test_targets_out_of_reach_name_the_best_reachable(tiny_report):
     assert all(p is Precision.FP32 for n, p in low.precisions.items() if n.startswith("unet/time_proj/"))
 
 
-def test_interrupted_sweep_resumes(tiny_float_graphs, tiny_calibration, tmp_path, monkeypatch):
+def test_interrupted_sweep_resumes(tiny_float_graphs, tiny_calibration, tmp_path, monkeypatch,
+                                   sweep_dies_after_one_chunk):
     from edgefusion.sensitivity import profiler
     from edgefusion.sensitivity.cost import measure_layer_stats
+    from edgefusion.sensitivity.linear_noise import linear_noise as real
     from edgefusion.sensitivity.report import Provenance
     from edgefusion.sensitivity.simulate import Simulator
 
@@ -145,16 +147,7 @@ def test_interrupted_sweep_resumes(tiny_float_graphs, tiny_calibration, tmp_path
     prov = Provenance("tiny", True, sim.graph.weights_digest(), {"digest": cal.digest()}, {}, {"probes": 2})
     path = tmp_path / "sensitivity.json"
     report = profiler.new_report(sim, prov, list(range(4)), measure_layer_stats(sim))
-    calls = []
-    real = profiler.linear_noise
-
-    def dies_after_one(sim_, chunk, probes, seed=0):
-        if calls:
-            raise KeyboardInterrupt
-        calls.append(list(chunk.index))
-        return real(sim_, chunk, probes, seed)
-
-    monkeypatch.setattr(profiler, "linear_noise", dies_after_one)
+    calls = sweep_dies_after_one_chunk
     with pytest.raises(KeyboardInterrupt):
         profiler.sweep(sim, report, path, 1)
     partial = SensitivityReport.load(path)

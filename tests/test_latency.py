@@ -40,10 +40,10 @@ def test_qdq_graph_and_float_graph_plus_plan_give_the_same_npu_view(tiny_exports
     """Every activation tensor of an exported QDQ graph has its size (onnx infers no shape for GroupNormalization,
     which once left every tensor after the first GroupNorm at 0 bytes), and the QDQ graph costs what the float
     graph plus the exporter's plan costs (the view the skeleton estimates and the automatic policy use)."""
+    from edgefusion.deploy.tiling import plan_and_tile
     from edgefusion.latency.cost_model import estimate_graph
     from edgefusion.graph.op_graph import build_op_graph
     from edgefusion.quant.layers import find_layers
-    from edgefusion.quant.plan import plan_quantization
     from edgefusion.quant.policy import load_policy, resolve_policy
 
     device = load_device("exynos2400")
@@ -54,8 +54,11 @@ def test_qdq_graph_and_float_graph_plus_plan_give_the_same_npu_view(tiny_exports
         assert not unsized, unsized[:3]
         model = onnx.load(str(tiny_float_graphs["unet"]), load_external_data=False)
         layers = find_layers(model, "unet")
-        planned = build_op_graph(model, "unet", plan_quantization(model, layers,
-                                                                  resolve_policy(load_policy(policy), layers)))
+        # the exporter's form of the float graph (w8a8: integer GroupNorms as layer norm + depthwise convolution)
+        plan, _ = plan_and_tile(model, "unet", device, layers, resolve_policy(load_policy(policy), layers), False)
+        if policy == "w8a8":
+            assert not any(n.op_type == "GroupNormalization" for n in model.graph.node)
+        planned = build_op_graph(model, "unet", plan)
         assert estimate_graph(qdq, device).ms == pytest.approx(estimate_graph(planned, device).ms, rel=0.01)
 
 

@@ -92,7 +92,8 @@ def both_graphs(tiny_float_graphs, tiny_calibration, tmp_path_factory):
 
 
 def test_activation_scales_equal_onnxruntime_minmax(both_graphs):
-    """Measured: all 223 activation tensors we quantize are quantized by onnxruntime too; 215 scales agree within
+    """Measured (before split parts were requantized): all 223 activation tensors we quantize are quantized by
+    onnxruntime too; 215 scales agree within
     5.8e-7 relative (float32 rounding of the reductions), zero points exactly. The 8 softmax outputs differ by
     design: onnxruntime does not calibrate them but pins them to [0, 1] (scale 1/255), where we use the measured
     range (here at most 0.18, so a 7x-30x finer step)."""
@@ -100,7 +101,12 @@ def test_activation_scales_equal_onnxruntime_minmax(both_graphs):
     names = _tensor_names(fpath)
     model = onnx.load(str(fpath), load_external_data=False)
     softmax_out = {o for n in model.graph.node if n.op_type == "Softmax" for o in n.output}
+    # a split's parts are requantized with the split input's quantizer (exact; edgefusion.quant.emit), where
+    # onnxruntime calibrates each part
+    split_parts = {o for n in model.graph.node if n.op_type == "Split" for o in n.output}
     a, b = _activation_qparams(ours, names), _activation_qparams(ort, names)
+    assert split_parts & set(a)
+    a = {t: v for t, v in a.items() if t not in split_parts}
     shared = sorted(set(a) & set(b))
     assert len(a) > 50 and len(shared) >= 0.95 * len(a), (len(a), len(b), len(shared))
     calibrated = [t for t in shared if t not in softmax_out]

@@ -73,6 +73,10 @@ def test_every_graph_compiles_for_htp_v75(qnn_exports, policy):
                 assert (d / f).is_file() and (d / f).stat().st_size > 0
             ctx = onnx.load(str(d / g["context_files"][0].replace("_qnn.bin", ".onnx")), load_external_data=False)
             assert {n.op_type for n in ctx.graph.node} == {"EPContext"}
+            if policy == "w8a16":  # integer norms, SiLU and GELU run as integer ops (no float island)
+                assert not {"GroupNorm", "LayerNorm", "InstanceNorm", "Sigmoid", "Gelu"} & set(g["qnn_float_ops"]), g
+            elif policy == "default" and comp == "unet":  # FP16 norms and SiLU stay float, as the policy says
+                assert {"GroupNorm", "Sigmoid"} <= set(g["qnn_float_ops"]), g
         assert 1 <= rec["verify_samples"] <= 2 and rec["htp_outputs_finite"]
         for key in ("htp_vs_cpu_sqnr_db", "htp_vs_torch_sqnr_db", "cpu_vs_torch_sqnr_db"):
             assert np.isfinite(rec[key]), (comp, key, rec)

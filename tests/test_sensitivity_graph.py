@@ -62,6 +62,7 @@ def test_site_plans_equal_the_exporters_plans(tiny_sim):
         assert sorted(mine.fp16_tensors) == sorted(ref.fp16_tensors), spec.name
         assert mine.int8_weights == ref.int8_weights, spec.name
         assert mine.fp16_weights == ref.fp16_weights, spec.name
+        assert mine.int32_biases == ref.int32_biases and mine.const_bits == ref.const_bits, spec.name
 
 
 @pytest.mark.parametrize("policy", ["default", "w8a8", "random"])

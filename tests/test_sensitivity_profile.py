@@ -105,17 +105,24 @@ def test_layers_are_costed_by_the_device_latency_model(tiny_report, tiny_exports
     assert lc.unit == "ms" and lc.device == "exynos2400" and set(lc.table) == set(report.sites.op_types)
     for prec, ms in lc.uniform_ms.items():
         assert lc.offset_ms + sum(row[prec] for row in lc.table.values()) == pytest.approx(ms, rel=1e-6)
-    assert lc.uniform_ms["W8A8"] < lc.uniform_ms["W8A16"] < lc.uniform_ms["FP16"]
+    # (on tiny's small tensors the integer presets are not cheaper than FP16: an integer GroupNorm is a layer norm
+    # plus a depthwise convolution, two kernels where the FP16 one is one; README, "Qualcomm QNN")
+    assert lc.uniform_ms["W8A8"] < lc.uniform_ms["W8A16"]
     for policy, folder in tiny_exports.items():
         exported = ExportManifest.load(folder).latency["components"]["unet"]
         per_image = exported["ms"] * exported["calls"]
         table = report.predict(report.resolve(load_policy(policy)))["cost"]
-        assert table == pytest.approx(per_image, rel=0.02), (policy, table, per_image)
+        # the additive table misses mixed-precision effects (README): on `default` within 2% (this bound, green at
+        # 0a71707) until integer GroupNorms took their layer-norm form in the uniform integer costings; 2.1% since
+        assert table == pytest.approx(per_image, rel=0.03), (policy, table, per_image)
     auto = report.checks["auto_policy"]
     assert auto["cost_unit"] == "ms"
     default = auto["presets"]["default"]
     assert auto["whole_model_cost"] <= default["whole_model_cost"] * (1 + 1e-9)
-    assert default["cost"] == pytest.approx(default["whole_model_cost"], rel=1e-3)  # the table, on a mixed policy
+    # the table, on a mixed policy: exact to 1e-3 at 0a71707; 2.1% low since integer GroupNorms are costed in their
+    # layer-norm form (a kernel fusion the uniform integer costings see and `default`'s FP16 norms do not). The
+    # search re-prices every candidate with the whole model, so the budget check does not rest on the table.
+    assert default["cost"] == pytest.approx(default["whole_model_cost"], rel=0.03)
     assert SensitivityReport.from_dict(json.loads(json.dumps(report.to_dict()))).latency == report.latency
 
 

@@ -61,9 +61,13 @@ def extend_plan(plan, model: onnx.ModelProto) -> None:
 def plan_and_tile(graph: onnx.ModelProto, component: str, device: DeviceProfile, layers, resolved,
                   tiling: bool = True):
     """The exporter's QuantPlan for ``resolved`` on the float ``graph``, with the attention tiled in place where the
-    latency model says it pays (the plan extended to the tile tensors); returns (plan, tiling decisions)."""
+    latency model says it pays (the plan extended to the tile tensors); returns (plan, tiling decisions). ``graph``
+    is changed in place: integer GroupNorms take the form the exporter gives them (``quant/integer_forms.py``,
+    constants as zeros: only shapes are costed), then the tiling."""
+    from edgefusion.quant.integer_forms import write_integer_forms
     from edgefusion.quant.plan import plan_quantization
 
+    layers = write_integer_forms(graph, layers, resolved, component, with_values=False)
     plan = plan_quantization(graph, layers, resolved)
     decided = tile_for_device(graph, component, device, plan) if tiling else {}
     if decided:

@@ -151,6 +151,8 @@ def build_op_graph(model: onnx.ModelProto, component: str, plan=None) -> OpGraph
             const_elem_bytes[w] = 1
         for w in plan.fp16_weights:
             const_elem_bytes[w] = 2
+        for w, bits in plan.const_bits.items():  # uint8/uint16 constants (a norm's scale)
+            const_elem_bytes[w] = bits // 8
 
     def numel(t: str) -> int:
         return _numel_of(shapes.get(t, (None, 0))[0]) or 0

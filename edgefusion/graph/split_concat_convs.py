@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgefusion.graph.naming import node_attr, unique_name
 from edgefusion.graph.shapes import tensor_shapes
 
 PARTIAL_SUM_KEY = "edgefusion.partial_sum"
@@ -28,21 +29,6 @@ PARTIAL_SUM_KEY = "edgefusion.partial_sum"
 def is_partial_sum(node: onnx.NodeProto) -> bool:
     """Whether ``node``'s output is a partial sum written by :func:`split_concat_convs`."""
     return any(p.key == PARTIAL_SUM_KEY for p in node.metadata_props)
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def _unique(base: str, used: set[str]) -> str:
-    name = base
-    while name in used:
-        name += "_"
-    used.add(name)
-    return name
 
 
 def split_concat_convs(model: onnx.ModelProto, base_dir: str | Path | None = None) -> int:
@@ -65,9 +51,9 @@ def split_concat_convs(model: onnx.ModelProto, base_dir: str | Path | None = Non
     for node in g.node:
         cat = producer.get(node.input[0]) if node.op_type == "Conv" else None
         w = inits.get(node.input[1]) if cat is not None and len(node.input) > 1 else None
-        if (cat is None or cat.op_type != "Concat" or w is None or _attr(node, "group", 1) != 1
+        if (cat is None or cat.op_type != "Concat" or w is None or node_attr(node, "group", 1) != 1
                 or readers.get(w.name) != 1 or len(cat.input) < 2
-                or _attr(cat, "axis", None) not in (1, 1 - len(w.dims))):
+                or node_attr(cat, "axis", None) not in (1, 1 - len(w.dims))):
             new_nodes.append(node)
             continue
         if shapes is None:
@@ -82,19 +68,19 @@ def split_concat_convs(model: onnx.ModelProto, base_dir: str | Path | None = Non
         attrs = list(node.attribute)
         partials, start = [], 0
         for k, (x, c) in enumerate(zip(cat.input, chans)):
-            wname = _unique(f"{w.name}__part{k}", used)
+            wname = unique_name(f"{w.name}__part{k}", used)
             g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight[:, start:start + c]), wname))
             start += c
             ins = [x, wname] + ([node.input[2]] if k == 0 and len(node.input) > 2 and node.input[2] else [])
-            out = _unique(f"{node.output[0]}__part{k}", used)
-            conv = helper.make_node("Conv", ins, [out], name=_unique(f"{node.name}__part{k}", used))
+            out = unique_name(f"{node.output[0]}__part{k}", used)
+            conv = helper.make_node("Conv", ins, [out], name=unique_name(f"{node.name}__part{k}", used))
             conv.attribute.extend(attrs)
             partials.append(conv)
         total = partials[0].output[0]
         for k, conv in enumerate(partials[1:], start=1):
             last = k == len(partials) - 1
-            out = node.output[0] if last else _unique(f"{node.output[0]}__sum{k}", used)
-            add = helper.make_node("Add", [total, conv.output[0]], [out], name=_unique(f"{node.name}__sum{k}", used))
+            out = node.output[0] if last else unique_name(f"{node.output[0]}__sum{k}", used)
+            add = helper.make_node("Add", [total, conv.output[0]], [out], name=unique_name(f"{node.name}__sum{k}", used))
             partials.append(add)
             total = out
         for new in partials:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 
-_BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
+_BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2, "LayerNormalization": 2}  # an integer norm's bias is int32
 
 
 def _bias_uses(model: onnx.ModelProto) -> set[tuple[str, str]]:

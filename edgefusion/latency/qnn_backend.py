@@ -98,22 +98,38 @@ def _first_line(err: Exception) -> str:
     return text[:400]
 
 
-def _qnn_op_counts(json_dir: Path) -> dict[str, int]:
-    """Op types of the QNN graph(s) the EP built (its JSON dump), e.g. how many Quantize/Dequantize/Cast remain."""
+QNN_FLOAT_TYPES = {0x0216, 0x0232}  # QNN_DATATYPE_FLOAT_16, QNN_DATATYPE_FLOAT_32
+CONVERSION_OPS = {"Quantize", "Dequantize", "Cast", "Convert"}
+
+
+def _qnn_op_counts(json_dir: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """Op types of the QNN graph(s) the EP built (its JSON dump), e.g. how many Quantize/Dequantize/Cast remain;
+    and the compute ops among them with a float output (float islands in a quantized graph)."""
     counts: Counter = Counter()
+    floats: Counter = Counter()
     for f in json_dir.glob("*.json"):
         if f.name.endswith("_tensor_log.json"):
             continue
-        nodes = json.loads(f.read_text()).get("graph", {}).get("nodes", {})
-        counts.update(v.get("type", "?") for v in nodes.values())
-    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        graph = json.loads(f.read_text()).get("graph", {})
+        tensors = graph.get("tensors", {})
+        for v in graph.get("nodes", {}).values():
+            op = v.get("type", "?")
+            counts[op] += 1
+            outs = v.get("output_names") or [""]
+            if op not in CONVERSION_OPS and tensors.get(outs[0], {}).get("data_type") in QNN_FLOAT_TYPES:
+                floats[op] += 1
+
+    def ordered(c: Counter) -> dict[str, int]:
+        return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+    return ordered(counts), ordered(floats)
 
 
 def compile_for_htp(path: Path, device: str, context: Path, work: Path) -> dict:
     """Compile one graph for the HTP with CPU fallback disabled; write ``context`` (+ its ``_qnn.bin``).
 
     Returns ``compiled``, ``cpu_nodes`` (0 when compiled), ``blocking_op_types`` (op type -> nodes the HTP rejected,
-    found by compiling again with fallback allowed), ``context_files``, ``compile_s``, ``qnn_op_counts``."""
+    found by compiling again with fallback allowed), ``context_files``, ``compile_s``, ``qnn_op_counts`` and
+    ``qnn_float_ops`` (compute ops left with a float output: what runs in float on the HTP)."""
     import onnx
 
     context.parent.mkdir(parents=True, exist_ok=True)
@@ -132,9 +148,10 @@ def compile_for_htp(path: Path, device: str, context: Path, work: Path) -> dict:
     ctx = onnx.load(str(context), load_external_data=False)
     others = Counter(n.op_type for n in ctx.graph.node if n.op_type != "EPContext")
     files = sorted(f.name for f in context.parent.glob(context.stem + "*"))
+    ops, float_ops = _qnn_op_counts(json_dir)
     return {"compiled": True, "cpu_nodes": sum(others.values()), "blocking_op_types": dict(others),
             "context_files": files, "compile_s": round(time.perf_counter() - t0, 2),
-            "qnn_op_counts": _qnn_op_counts(json_dir)}
+            "qnn_op_counts": ops, "qnn_float_ops": float_ops}
 
 
 def _blockers(path: Path, device: str, context: Path) -> dict:

@@ -7,7 +7,12 @@
   tensor (one scale, no axis) where the plan says so.
 * int32 biases of integer layers: scale = input scale x weight scale (per channel), zero point 0, so onnxruntime
   fuses ``DQ -> Conv/Gemm -> Q`` into integer kernels and deployment compilers find the bias they expect.
+* uint8/uint16 constants (a norm's scale, a GroupNorm's affine in layer-norm form): asymmetric per tensor over
+  ``[min(0, w), max(0, w)]``, as an activation of that width would be.
 * fp16: weights stored as float16 + ``Cast``; activations rounded by ``Cast(fp16) -> Cast(fp32)``.
+* A ``Split`` of a quantized tensor gets a ``QuantizeLinear -> DequantizeLinear`` on each output with the input's
+  scale and zero point: exact (the values are already on that grid), and what the QNN execution provider needs to
+  run the split as an integer op (it propagates quantization through reshapes and transposes, not through splits).
 
 Names follow onnxruntime's quantizer, so its tools (``onnxruntime.quantization.qdq_loss_debug``) pair the QDQ graph
 with the float one: ``W_quantized`` / ``W_scale`` / ``W_zero_point`` feed ``W_DequantizeLinear`` whose output keeps
@@ -58,6 +63,14 @@ def quantize_weight_per_tensor(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     absmax = float(np.abs(w).max()) if w.size else 0.0
     scale = np.array(absmax / 127.0 if absmax > 0 else 1.0, dtype=np.float32)
     return np.clip(np.rint(w / scale), -127, 127).astype(np.int8), scale
+
+
+def quantize_constant(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.float32, np.ndarray]:
+    """Asymmetric per-tensor ``bits``-bit quantization of a constant: (uint values, scale, zero point)."""
+    scale, zp = activation_qparams(min(float(w.min()), 0.0), max(float(w.max()), 0.0), bits)
+    info = np.iinfo(zp.dtype)
+    q = np.clip(np.rint(w.astype(np.float64) / np.float64(scale)) + int(zp), info.min, info.max).astype(zp.dtype)
+    return q, scale, zp
 
 
 def quantize_bias(b: np.ndarray, input_scale: np.float32, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +131,13 @@ def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str
             head.append(node)
             w_scale[t.name] = scale
             total_bytes += q.nbytes
+        elif t.name in plan.const_bits:
+            q, scale, zp = quantize_constant(_array(t, base).astype(np.float32), plan.const_bits[t.name])
+            inits, node = _dq_node(t.name, np.array(scale, np.float32), zp, q, None)
+            new_inits += inits
+            head.append(node)
+            w_scale[t.name] = np.array(scale, np.float32)
+            total_bytes += q.nbytes
         elif t.name in biased:
             biases[t.name] = t
         elif t.name in plan.fp16_weights:
@@ -171,6 +191,26 @@ def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str
                  helper.make_node("DequantizeLinear", [tensor + "_QuantizeLinear_Output", tensor + "_scale",
                                                        tensor + "_zero_point"], [dst],
                                   name=tensor + "_DequantizeLinear")]
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in g.node:
+        for x in node.input:
+            readers.setdefault(x, []).append(node)
+    for tensor in plan.act_bits:  # splits of quantized tensors: the same quantizer on each part (exact)
+        for split in (n for n in readers.get(tensor, []) if n.op_type == "Split" and n.input[0] == tensor):
+            for part in split.output:
+                if not part or part in graph_outputs or part in rewire:
+                    continue
+                rewire[part] = part + "_DequantizeLinear_Output"
+                if qparams_as_inputs:  # a probe graph: the part reads its source's scale and zero point inputs
+                    qp = [tensor + "_scale", tensor + "_zero_point"]
+                else:  # its own copies, so every quantizer owns its parameters (as onnxruntime's do)
+                    qp = [part + "_scale", part + "_zero_point"]
+                    g.initializer.extend([numpy_helper.from_array(np.array(act_q[tensor][0], np.float32), qp[0]),
+                                          numpy_helper.from_array(act_q[tensor][1], qp[1])])
+                tail += [helper.make_node("QuantizeLinear", [part] + qp, [part + "_QuantizeLinear_Output"],
+                                          name=part + "_QuantizeLinear"),
+                         helper.make_node("DequantizeLinear", [part + "_QuantizeLinear_Output"] + qp, [rewire[part]],
+                                          name=part + "_DequantizeLinear")]
     for tensor in plan.fp16_tensors:
         src, dst = reroute(tensor, "_fp16_Output")
         tail += [helper.make_node("Cast", [src], [tensor + "__h"], to=onnx.TensorProto.FLOAT16, name=tensor + "__toh"),

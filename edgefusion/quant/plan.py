@@ -14,7 +14,12 @@ Rules (an NPU's view of a mixed-precision graph):
   FP16 one.
 * Biases of integer Conv/Gemm layers and of Linear layers (MatMul + Add of a 1-D constant) are int32 with scale =
   input scale x weight scale and zero point 0, as deployment compilers (and onnxruntime's integer kernels) expect;
-  a bias whose input is not quantized stays float. Norm parameters of integer layers stay float.
+  a bias whose input is not quantized stays float.
+* Integer SiLU, GELU and norm layers are written so an NPU runs every op in them as an integer op (Qualcomm's HTP
+  leaves any float tensor in such a layer as a float island between a Dequantize and a Quantize): every tensor
+  inside the layer is quantized at the layer's width; a ``LayerNormalization``'s scale is uint8 (asymmetric, per
+  tensor) and its bias int32 (scale = input scale x norm scale). A GroupNorm written as a layer norm
+  (``edgefusion.graph.group_norm_as_layer_norm``) ends in a depthwise convolution, quantized as any convolution.
 """
 
 from __future__ import annotations
@@ -30,6 +35,11 @@ from edgefusion.quant.policy import ResolvedPolicy
 from edgefusion.quant.precision import Precision
 from edgefusion.quant.weight_handlers import bias_slot, fp16_weight_inputs, weight_slots
 
+# integer layers of these types have every tensor inside them quantized (an NPU runs their ops one by one)
+CHAINED_LAYER_TYPES = frozenset({"SiLU", "GELU", "GroupNorm", "LayerNorm"})
+NORM_LAYER_TYPES = frozenset({"GroupNorm", "LayerNorm"})
+NORM_SCALE_BITS = 8  # a quantized LayerNormalization's scale (the HTP takes uint8, not uint16 or int8)
+
 
 @dataclass
 class QuantPlan:
@@ -41,6 +51,7 @@ class QuantPlan:
     int8_weights: dict[str, int | None] = field(default_factory=dict)  # initializer -> channel axis (None: tensor)
     fp16_weights: list[str] = field(default_factory=list)
     int32_biases: dict[str, tuple[str, str]] = field(default_factory=dict)  # bias -> (input activation, weight)
+    const_bits: dict[str, int] = field(default_factory=dict)  # initializer -> 8 | 16, asymmetric per tensor
 
     def summary(self) -> dict:
         """Counts for the manifest."""
@@ -48,7 +59,8 @@ class QuantPlan:
                 "activation_qdq_16bit": sum(1 for b in self.act_bits.values() if b == 16),
                 "fp16_rounded_tensors": len(self.fp16_tensors), "int8_weights": len(self.int8_weights),
                 "int8_weights_per_tensor": sum(1 for a in self.int8_weights.values() if a is None),
-                "fp16_weights": len(self.fp16_weights), "int32_biases": len(self.int32_biases)}
+                "fp16_weights": len(self.fp16_weights), "int32_biases": len(self.int32_biases),
+                "uint_constants": len(self.const_bits)}
 
 
 def quantized_source(tensor: str, idx: GraphIndex) -> str:
@@ -60,14 +72,37 @@ def quantized_source(tensor: str, idx: GraphIndex) -> str:
     return tensor
 
 
+def is_internal(node: onnx.NodeProto, layer: Layer) -> bool:
+    """Whether ``node``'s outputs inside ``layer`` are quantized in an integer layer (see the module's rules)."""
+    return layer.op_type in CHAINED_LAYER_TYPES and node.op_type not in PASSTHROUGH_OPS
+
+
+def layer_constants(nodes: list[onnx.NodeProto], idx: GraphIndex, op_type: str) -> list[tuple[str, int]]:
+    """``(initializer, bits)`` of the float constants an integer norm layer quantizes asymmetrically per tensor
+    (a ``LayerNormalization``'s scale); bits 0 would stand for the layer's activation width."""
+    if op_type not in NORM_LAYER_TYPES:
+        return []
+    return [(node.input[1], NORM_SCALE_BITS) for node in nodes
+            if node.op_type == "LayerNormalization" and len(node.input) > 1 and _float_const(node.input[1], idx)]
+
+
+def _float_const(name: str, idx: GraphIndex) -> bool:
+    return name in idx.initializers and idx.elem_type.get(name) == onnx.TensorProto.FLOAT
+
+
 def layer_biases(nodes: list[onnx.NodeProto], idx: GraphIndex) -> list[tuple[str, str, str]]:
     """``(bias, input activation, weight)`` of the integer-capable ops among a layer's ``nodes``: the bias input
-    of Conv/Gemm, or the 1-D constant added to a MatMul's output (a Linear layer), when the op has an int8 weight.
+    of Conv/Gemm, or the 1-D constant added to a MatMul's output (a Linear layer), when the op has an int8 weight;
+    the bias of a ``LayerNormalization`` with a float scale (quantized with that scale, :func:`layer_constants`).
     A bias other nodes read too stays float: its int32 form would carry this layer's scale into them (the export
     gives every bias its own initializer first, ``edgefusion.graph.unshare_biases``)."""
     out = []
     weighted = {}
     for node in nodes:
+        if (node.op_type == "LayerNormalization" and len(node.input) > 2 and _float_const(node.input[1], idx)
+                and _float_const(node.input[2], idx) and len(idx.consumers.get(node.input[2], [])) == 1):
+            out.append((node.input[2], quantized_source(node.input[0], idx), node.input[1]))
+            continue
         slots = weight_slots(node, idx)
         if not slots:
             continue
@@ -138,6 +173,10 @@ def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: Res
                         plan.act_bits[o], plan.act_owner[o] = 16, layer.name
                     elif p is Precision.FP16:
                         plan.fp16_tensors.append(o)
+                elif is_internal(node, layer) and o in idx.activations:
+                    p = precision(layer)
+                    if p is not None and p.is_integer:
+                        plan.act_bits[o], plan.act_owner[o] = p.activation_bits, layer.name
     for tensor, layer in boundary:
         if tensor not in idx.activations:
             continue
@@ -158,8 +197,11 @@ def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: Res
         if p is None or p is Precision.FP32:
             continue
         if p.is_integer:
-            for bias, source, weight in layer_biases([nodes_by_name[n] for n in layer.nodes], idx):
+            members = [nodes_by_name[n] for n in layer.nodes]
+            for bias, source, weight in layer_biases(members, idx):
                 plan.int32_biases[bias] = (source, weight)
+            for const, bits in layer_constants(members, idx, layer.op_type):
+                plan.const_bits.setdefault(const, bits or p.activation_bits)
         for node in (nodes_by_name[n] for n in layer.nodes):
             if p.is_integer:
                 a16 = node.op_type in per_tensor_a16 and \
@@ -168,6 +210,13 @@ def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: Res
                     plan.int8_weights.setdefault(node.input[slot], None if a16 else axis)
             else:
                 plan.fp16_weights += fp16_weight_inputs(node, idx)
-    plan.fp16_weights = sorted(set(plan.fp16_weights) - set(plan.int8_weights) - set(plan.int32_biases))
-    plan.int32_biases = {b: v for b, v in plan.int32_biases.items() if v[0] in plan.act_bits}
+    plan.fp16_weights = sorted(set(plan.fp16_weights) - set(plan.int8_weights) - set(plan.int32_biases)
+                               - set(plan.const_bits))
+    plan.int32_biases = usable_biases(plan)
     return plan
+
+
+def usable_biases(plan: QuantPlan) -> dict[str, tuple[str, str]]:
+    """The plan's int32 biases whose input is quantized and whose weight has an integer scale (others stay float)."""
+    return {b: v for b, v in plan.int32_biases.items()
+            if v[0] in plan.act_bits and (v[1] in plan.int8_weights or v[1] in plan.const_bits)}

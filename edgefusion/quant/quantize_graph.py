@@ -1,4 +1,7 @@
-"""Quantize one float ONNX graph under a policy: layers -> precisions -> plan -> streamed ranges -> QDQ graph."""
+"""Quantize one float ONNX graph under a policy: layers -> precisions -> plan -> streamed ranges -> QDQ graph.
+
+Integer GroupNorm layers are first written as layer norms (``edgefusion.graph.group_norm_as_layer_norm``, in a
+temporary copy of the float graph beside it): the form an NPU runs as integer ops."""
 
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ from typing import Sequence
 import numpy as np
 import onnx
 
+from edgefusion.graph.group_norm_as_layer_norm import group_norms_as_layer_norms_file
 from edgefusion.quant.graph_index import GraphIndex
+from edgefusion.quant.integer_forms import integer_group_norm_nodes
 from edgefusion.quant.layers import Layer, ensure_node_names, find_layers
 from edgefusion.quant.plan import QuantPlan, plan_quantization
 from edgefusion.quant.policy import PolicySpec, ResolvedPolicy, resolve_policy
@@ -56,14 +61,29 @@ def quantize_graph(float_path: Path, out_path: Path, component: str, spec: Polic
     """Resolve ``spec`` on the graph's layers, estimate ranges over ``feeds`` with ``method`` (None: the default;
     ``groups``: the prompt each feed came from, None: all from one) and write the QDQ graph. ``per_tensor_a16``:
     op types whose weights are per tensor when their input is 16-bit (the device profile's ``weights``)."""
-    model = prepare_float_graph(Path(float_path))
+    float_path = Path(float_path)
+    model = prepare_float_graph(float_path)
     layers = find_layers(model, component)
     resolved = resolve_policy(spec, layers)
-    plan = plan_quantization(model, layers, resolved, GraphIndex.build(model), frozenset(per_tensor_a16))
-    del model
-    rule = estimate_ranges(Path(float_path), plan, feeds, groups, method, progress=progress,
-                           desc=f"{component} ranges") if plan.act_bits else None
-    ranges = rule.ranges(plan.act_bits) if rule else {}
-    path = emit_qdq(Path(float_path), Path(out_path), plan, ranges)
+    source = float_path
+    int_norms = integer_group_norm_nodes(layers, resolved)
+    if int_norms:  # integer GroupNorms as layer norms (an NPU runs that form as integer ops); names unchanged
+        source = float_path.with_name(f".{Path(out_path).stem}.{float_path.name}")
+        if group_norms_as_layer_norms_file(float_path, source, int_norms):
+            model = onnx.load(str(source), load_external_data=False)
+            layers = find_layers(model, component)  # the same names: ``resolved`` still applies
+        else:
+            source.unlink()
+            source = float_path
+    try:
+        plan = plan_quantization(model, layers, resolved, GraphIndex.build(model), frozenset(per_tensor_a16))
+        del model
+        rule = estimate_ranges(source, plan, feeds, groups, method, progress=progress,
+                               desc=f"{component} ranges") if plan.act_bits else None
+        ranges = rule.ranges(plan.act_bits) if rule else {}
+        path = emit_qdq(source, Path(out_path), plan, ranges)
+    finally:
+        if source != float_path:
+            source.unlink(missing_ok=True)
     release_freed_memory()
     return QuantizedGraph(path, layers, resolved, plan, ranges, rule.summary() if rule else {})

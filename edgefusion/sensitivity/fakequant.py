@@ -4,6 +4,7 @@
   calibration min/max, ``QuantizeLinear`` rounding (half to even) and saturation, then ``DequantizeLinear``;
 * int8 weights: symmetric per output channel (``quantize_weight_per_channel``);
 * int32 biases: scale = input scale x weight scale (``quantize_bias``);
+* uint8/uint16 constants (norm scales, a GroupNorm's affine): asymmetric per tensor (``quantize_constant``);
 * fp16: a round trip through float16 (the ``Cast`` pairs).
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgefusion.quant.emit import activation_qparams, quantize_bias, quantize_weight_per_channel
+from edgefusion.quant.emit import activation_qparams, quantize_bias, quantize_constant, quantize_weight_per_channel
 
 
 def activation_quantizer(rmin: float, rmax: float, bits: int) -> Callable:
@@ -43,6 +44,15 @@ def int8_weight(w, axis: int):
     shape = [1] * w.dim()
     shape[axis] = -1
     return torch.from_numpy(q.astype(np.float32) * scale.reshape(shape))
+
+
+def uint_constant(w, bits: int):
+    """The dequantized asymmetric per-tensor constant the QDQ graph computes with, and its scale."""
+    import torch
+
+    q, scale, zp = quantize_constant(w.numpy().astype(np.float32), bits)
+    return torch.from_numpy(((q.astype(np.float64) - float(zp)) * float(scale)).astype(np.float32)), \
+        np.array(scale, np.float32)
 
 
 def fp16_weight(w):

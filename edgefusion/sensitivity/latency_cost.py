@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import onnx
 
+from edgefusion.graph.group_norm_as_layer_norm import original_node_name
 from edgefusion.quant.precision import Precision
 
 _TILE_SUFFIX = re.compile(r"(__t\d+|__tile_split|__tile_concat|__split|__concat)$")
@@ -77,7 +78,7 @@ def _cost_graph(unet: onnx.ModelProto, layers, resolved, device, tiling: bool):
     from edgefusion.deploy.tiling import plan_and_tile
     from edgefusion.graph.op_graph import build_op_graph
 
-    graph = copy.deepcopy(unet) if tiling else unet
+    graph = copy.deepcopy(unet)  # changed in place by the integer forms and the tiling
     plan, _ = plan_and_tile(graph, "unet", device, layers, resolved, tiling)
     return estimate_graph(build_op_graph(graph, "unet", plan), device)
 
@@ -97,7 +98,8 @@ def build_latency_cost(unet: onnx.ModelProto, device, steps: int, guidance: bool
         gc = _cost_graph(unet, layers, _resolved(layers, template, prec), device, tiling)
         charged = 0.0
         for k in gc.kernels:
-            layer = next((owner[b] for b in (_TILE_SUFFIX.sub("", o) for o in k.ops) if b in owner), None)
+            layer = next((owner[b] for b in (original_node_name(_TILE_SUFFIX.sub("", o)) for o in k.ops)
+                          if b in owner), None)
             if layer is not None:
                 table[layer][prec.value] = table[layer].get(prec.value, 0.0) + k.ms * calls
                 charged += k.ms * calls

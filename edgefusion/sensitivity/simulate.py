@@ -29,6 +29,7 @@ from edgefusion.sensitivity.fakequant import (
     int8_weight,
     int8_weight_scale,
     int32_bias,
+    uint_constant,
 )
 from edgefusion.sensitivity.sites import QuantSites
 from edgefusion.sensitivity.torch_graph import TorchGraph
@@ -196,12 +197,20 @@ class Simulator:
         act.update({t: fp16_round for t in plan.fp16_tensors})
         weights = {w: self.weight(w, "int8", axis) for w, axis in plan.int8_weights.items()}
         weights.update({w: self.weight(w, "fp16") for w in plan.fp16_weights})
-        weights.update({b: self.bias(b, x, plan.act_bits[x], w, plan.int8_weights[w])
+        for c, bits in plan.const_bits.items():
+            weights[c], self._wscale[(c, bits)] = uint_constant(self.graph.weights[c], bits)
+        weights.update({b: self.bias(b, x, plan.act_bits[x], w, plan.int8_weights.get(w), plan.const_bits.get(w))
                         for b, (x, w) in plan.int32_biases.items()})
         return act, weights
 
-    def bias(self, name: str, source: str, bits: int, weight: str, axis: int):
-        """An int32 bias as the QDQ graph adds it (its scale: ``source``'s activation scale x ``weight``'s)."""
+    def bias(self, name: str, source: str, bits: int, weight: str, axis: int | None, const_bits: int | None = None):
+        """An int32 bias as the QDQ graph adds it (its scale: ``source``'s activation scale x ``weight``'s; the
+        weight is int8 per channel on ``axis``, or a ``const_bits`` constant)."""
+        if const_bits is not None:
+            key = (weight, const_bits)
+            if key not in self._wscale:
+                self._wscale[key] = uint_constant(self.graph.weights[weight], const_bits)[1]
+            return int32_bias(self.graph.weights[name], self.range_for(source, bits), bits, self._wscale[key])
         if weight not in self._wscale:
             self._wscale[weight] = int8_weight_scale(self.graph.weights[weight], axis)
         return int32_bias(self.graph.weights[name], self.range_for(source, bits), bits, self._wscale[weight])

@@ -17,7 +17,7 @@ import onnx
 from edgefusion.graph.split_concat_convs import is_partial_sum
 from edgefusion.quant.graph_index import GraphIndex
 from edgefusion.quant.layers import Layer
-from edgefusion.quant.plan import QuantPlan, layer_biases
+from edgefusion.quant.plan import QuantPlan, is_internal, layer_biases, layer_constants, usable_biases
 from edgefusion.quant.precision import Precision
 from edgefusion.quant.weight_handlers import fp16_weight_inputs, weight_slots
 
@@ -30,6 +30,7 @@ class Site:
     producer: str | None  # layer name; None for a graph input
     consumers: list[str]  # non-passthrough layers reading it (directly or through passthrough ops)
     accumulator: bool = False  # a partial sum inside its producer (16-bit in an integer layer, see quant/plan.py)
+    internal: bool = False  # inside an integer SiLU/GELU/norm layer: quantized at the layer's width (quant/plan.py)
 
 
 @dataclass
@@ -40,6 +41,7 @@ class QuantSites:
     int8_slots: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # layer -> [(initializer, axis)]
     float_inits: dict[str, list[str]] = field(default_factory=dict)  # layer -> float initializers it reads
     bias_slots: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)  # layer -> [(bias, input, weight)]
+    const_slots: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # layer -> [(initializer, bits|0)]
     layer_sites: dict[str, list[int]] = field(default_factory=dict)  # layer -> indices of sites it touches
     op_types: dict[str, str] = field(default_factory=dict)  # layer -> op type (non-passthrough layers)
 
@@ -67,7 +69,7 @@ class QuantSites:
                     found.append(layer.name)
             return found
 
-        boundary: list[tuple[str, Layer | None, bool]] = [(t, None, False) for t in idx.graph_inputs]
+        boundary: list[tuple[str, Layer | None, str]] = [(t, None, "") for t in idx.graph_inputs]
         for layer in layers:
             if layer.passthrough:
                 continue
@@ -76,14 +78,17 @@ class QuantSites:
                 for o in node.output:
                     if o and ([c for c in idx.consumers.get(o, []) if c.name not in members]
                               or o in idx.graph_outputs):
-                        boundary.append((o, layer, False))
+                        boundary.append((o, layer, ""))
                     elif o and is_partial_sum(node):
-                        boundary.append((o, layer, True))
-        for tensor, layer, accumulator in boundary:
+                        boundary.append((o, layer, "accumulator"))
+                    elif o and is_internal(node, layer):
+                        boundary.append((o, layer, "internal"))
+        for tensor, layer, inside in boundary:
             if tensor not in idx.activations:
                 continue
             site = Site(tensor, layer.name if layer else None,
-                        [] if accumulator else consumers(tensor, layer, {tensor}), accumulator)
+                        [] if inside else consumers(tensor, layer, {tensor}), inside == "accumulator",
+                        inside == "internal")
             out.sites.append(site)
             for name in {site.producer, *site.consumers} - {None}:
                 out.layer_sites.setdefault(name, []).append(len(out.sites) - 1)
@@ -96,26 +101,33 @@ class QuantSites:
                 inits += fp16_weight_inputs(node, idx)
             out.int8_slots[layer.name] = slots
             out.float_inits[layer.name] = inits
-            biases = layer_biases([nodes_by_name[n] for n in layer.nodes], idx)
+            members = [nodes_by_name[n] for n in layer.nodes]
+            biases = layer_biases(members, idx)
             if biases:
                 out.bias_slots[layer.name] = biases
+            consts = layer_constants(members, idx, layer.op_type)
+            if consts:
+                out.const_slots[layer.name] = consts
         return out
 
     def to_dict(self) -> dict:
         """Plain-dict form for JSON (the report carries it, so policies can be evaluated without the graph)."""
-        return {"sites": [[s.tensor, s.producer, s.consumers] + ([True] if s.accumulator else [])
-                          for s in self.sites],
+        return {"sites": [[s.tensor, s.producer, s.consumers]
+                          + ([True] if s.accumulator else ["internal"] if s.internal else []) for s in self.sites],
                 "int8_slots": {k: [[w, a] for w, a in v] for k, v in self.int8_slots.items()},
                 "float_inits": self.float_inits, "op_types": self.op_types,
-                "bias_slots": {k: [list(b) for b in v] for k, v in self.bias_slots.items()}}
+                "bias_slots": {k: [list(b) for b in v] for k, v in self.bias_slots.items()},
+                "const_slots": {k: [list(c) for c in v] for k, v in self.const_slots.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> QuantSites:
         """Inverse of :meth:`to_dict`."""
-        out = cls(sites=[Site(s[0], s[1], list(s[2]), bool(s[3]) if len(s) > 3 else False) for s in d["sites"]],
+        out = cls(sites=[Site(s[0], s[1], list(s[2]), len(s) > 3 and s[3] is True, len(s) > 3 and s[3] == "internal")
+                         for s in d["sites"]],
                   int8_slots={k: [(w, int(a)) for w, a in v] for k, v in d["int8_slots"].items()},
                   float_inits={k: list(v) for k, v in d["float_inits"].items()}, op_types=dict(d["op_types"]),
-                  bias_slots={k: [tuple(b) for b in v] for k, v in d.get("bias_slots", {}).items()})
+                  bias_slots={k: [tuple(b) for b in v] for k, v in d.get("bias_slots", {}).items()},
+                  const_slots={k: [(c, int(b)) for c, b in v] for k, v in d.get("const_slots", {}).items()})
         for i, site in enumerate(out.sites):
             for name in {site.producer, *site.consumers} - {None}:
                 out.layer_sites.setdefault(name, []).append(i)
@@ -126,6 +138,8 @@ class QuantSites:
         prod = precisions.get(site.producer) if site.producer else None
         if site.accumulator:
             return 16 if prod is not None and prod.is_integer else "fp16" if prod is Precision.FP16 else None
+        if site.internal:
+            return prod.activation_bits if prod is not None and prod.is_integer else None
         bits = [precisions[c].activation_bits for c in site.consumers if c in precisions and precisions[c].is_integer]
         if prod is not None and prod.is_integer:
             bits.append(prod.activation_bits)
@@ -152,8 +166,11 @@ class QuantSites:
                     plan.int32_biases[bias] = (source, weight)
                 for w, axis in self.int8_slots.get(name, []):
                     plan.int8_weights.setdefault(w, axis)
+                for c, bits in self.const_slots.get(name, []):
+                    plan.const_bits.setdefault(c, bits or p.activation_bits)
             elif p is Precision.FP16:
                 fp16 += self.float_inits.get(name, [])
-        plan.fp16_weights = sorted(set(fp16) - set(plan.int8_weights) - set(plan.int32_biases))
-        plan.int32_biases = {b: v for b, v in plan.int32_biases.items() if v[0] in plan.act_bits}
+        plan.fp16_weights = sorted(set(fp16) - set(plan.int8_weights) - set(plan.int32_biases)
+                                   - set(plan.const_bits))
+        plan.int32_biases = usable_biases(plan)
         return plan

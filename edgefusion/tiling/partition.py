@@ -72,6 +72,23 @@ def _split_constants(g: onnx.GraphProto):
     return compute, const_nodes, src
 
 
+def _initializers_read(nd: onnx.NodeProto, travelling: dict, src: dict) -> frozenset[str]:
+    """The initializers a part holding ``nd`` needs: those its inputs derive from, and the scales and zero points
+    of the activation DequantizeLinear (and layout) nodes that travel with it."""
+    out: set[str] = set()
+    for t in nd.input:
+        if t in src:
+            out |= src[t]
+            continue
+        walk = travelling.get(t)
+        while walk is not None and t not in src:
+            out.update(*(src[x] for x in walk.input[1:] if x in src))
+            t = walk.input[0]
+            out |= src.get(t, frozenset())
+            walk = travelling.get(t)
+    return frozenset(out)
+
+
 def _through_dq(t: str, travelling: dict) -> str:
     """The tensor a cut really ships for ``t``: the quantized input of an activation DequantizeLinear."""
     nd = travelling.get(t)
@@ -100,8 +117,7 @@ def plan_partition(model: onnx.ModelProto, max_weight_mb: float, max_memory_mb: 
     _, nbytes = _sizes(model)
     init_bytes = {t.name: math.prod(t.dims) * KIND_BYTES.get(ELEM_KIND.get(t.data_type, "fp32"), 4)
                   for t in g.initializer}
-    node_inits = [frozenset().union(*(src[i] for i in nd.input if i in src)) if any(i in src for i in nd.input)
-                  else frozenset() for nd in nodes]
+    node_inits = [_initializers_read(nd, travelling, src) for nd in nodes]
     node_w = [sum(init_bytes[i] for i in ws) for ws in node_inits]
     node_ws = [sum(nbytes(t) for t in list(nd.input) + list(nd.output) if t and t not in src) for nd in nodes]
     wl, ml = max_weight_mb * MB, max_memory_mb * MB

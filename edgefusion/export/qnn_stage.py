@@ -1,5 +1,7 @@
 """The export's Qualcomm QNN step (``edgefusion[qnn]``): every NPU graph compiled for the HTP, its EP-context
-binary written into the export folder, and the verification inputs run through the emulated HTP."""
+binary written into the export folder, and the verification inputs run through the emulated HTP. A graph without
+integer tensors is compiled in real float16 (``edgefusion.export.htp_float16``); the CPU comparison runs the
+exported graph, so ``htp_vs_cpu_sqnr_db`` covers that conversion too."""
 
 from __future__ import annotations
 
@@ -38,7 +40,10 @@ def qnn_requested(backend: str, device: str) -> tuple[bool, str | None]:
 
 def qnn_stage(stage: str, device: str, max_samples: int) -> dict:
     """(own process) Compile, write context binaries under ``qnn/<component>/``, verify on the emulated HTP."""
+    import onnx
+
     from edgefusion.calibration.capture import CalibrationSet
+    from edgefusion.export.htp_float16 import htp_float16_file, is_float_graph
     from edgefusion.latency.qnn_backend import (NOT_LATENCY, compile_for_htp, htp_session, provider_options,
                                                 qnn_versions)
     from edgefusion.metrics import mean_sqnr_db
@@ -64,8 +69,13 @@ def qnn_stage(stage: str, device: str, max_samples: int) -> dict:
         graphs, contexts = [], []
         for f in files:
             ctx = stage_dir / "qnn" / comp / f"{f.stem}_ctx.onnx"
-            rec = compile_for_htp(f, device, ctx, work)
+            form, source = {"htp_form": "as exported"}, f
+            if is_float_graph(onnx.load(str(f), load_external_data=False)):  # FP16 simulated: real float16 there
+                source = work / comp / f.name
+                form = {"htp_form": "float16"} | htp_float16_file(f, source)
+            rec = compile_for_htp(source, device, ctx, work)
             rec["graph"] = str(f.relative_to(stage_dir))
+            rec |= form
             rec["context_files"] = [f"qnn/{comp}/{n}" for n in rec.get("context_files", [])]
             graphs.append(rec)
             contexts.append(ctx)

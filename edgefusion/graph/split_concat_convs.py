@@ -80,7 +80,8 @@ def split_concat_convs(model: onnx.ModelProto, base_dir: str | Path | None = Non
         for k, conv in enumerate(partials[1:], start=1):
             last = k == len(partials) - 1
             out = node.output[0] if last else unique_name(f"{node.output[0]}__sum{k}", used)
-            add = helper.make_node("Add", [total, conv.output[0]], [out], name=unique_name(f"{node.name}__sum{k}", used))
+            add = helper.make_node("Add", [total, conv.output[0]], [out],
+                                   name=unique_name(f"{node.name}__sum{k}", used))
             partials.append(add)
             total = out
         for new in partials:

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import onnx
 
-from edgefusion.export.htp_float16 import htp_float16_file, is_float_graph
+from edgefusion.export.htp_float16 import htp_copy_file, is_float_graph
 from edgefusion.metrics import mean_sqnr_db
 from edgefusion.runtime.session import open_session, run_session
 
@@ -18,8 +18,8 @@ def test_float_graph_in_real_float16(tiny_exports, tiny_calibration, tmp_path):
     assert is_float_graph(model)
     assert not is_float_graph(onnx.load(str(tiny_exports["default"] / "unet" / "npu.onnx"), load_external_data=False))
     casts = Counter(n.op_type for n in model.graph.node)["Cast"]
-    done = htp_float16_file(src, tmp_path / "te16.onnx")
-    assert done["cast_nodes_removed"] > 0
+    done = htp_copy_file(src, tmp_path / "te16.onnx")
+    assert done["htp_form"] == "float16" and done["cast_nodes_removed"] > 0
     out = onnx.load(str(tmp_path / "te16.onnx"))
     assert Counter(n.op_type for n in out.graph.node)["Cast"] < casts - done["cast_nodes_removed"] + 4
     assert [i.type.tensor_type.elem_type for i in out.graph.input] == \

@@ -1,7 +1,8 @@
 """The export's Qualcomm QNN step (``edgefusion[qnn]``): every NPU graph compiled for the HTP, its EP-context
-binary written into the export folder, and the verification inputs run through the emulated HTP. A graph without
-integer tensors is compiled in real float16 (``edgefusion.export.htp_float16``); the CPU comparison runs the
-exported graph, so ``htp_vs_cpu_sqnr_db`` covers that conversion too."""
+binary written into the export folder, and the verification inputs run through the emulated HTP. Each graph is
+compiled without the FP16 simulation's rounding casts, a graph without integer tensors in real float16
+(``edgefusion.export.htp_float16``); the CPU comparison runs the exported graph, so ``htp_vs_cpu_sqnr_db`` covers
+that conversion too."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def qnn_stage(stage: str, device: str, max_samples: int) -> dict:
     import onnx
 
     from edgefusion.calibration.capture import CalibrationSet
-    from edgefusion.export.htp_float16 import htp_float16_file, is_float_graph
+    from edgefusion.export.htp_float16 import has_fp16_simulation, htp_copy_file
     from edgefusion.latency.qnn_backend import (NOT_LATENCY, compile_for_htp, htp_session, provider_options,
                                                 qnn_versions)
     from edgefusion.metrics import mean_sqnr_db
@@ -70,9 +71,9 @@ def qnn_stage(stage: str, device: str, max_samples: int) -> dict:
         for f in files:
             ctx = stage_dir / "qnn" / comp / f"{f.stem}_ctx.onnx"
             form, source = {"htp_form": "as exported"}, f
-            if is_float_graph(onnx.load(str(f), load_external_data=False)):  # FP16 simulated: real float16 there
+            if has_fp16_simulation(onnx.load(str(f), load_external_data=False)):  # the HTP computes fp16 anyway
                 source = work / comp / f.name
-                form = {"htp_form": "float16"} | htp_float16_file(f, source)
+                form = htp_copy_file(f, source)
             rec = compile_for_htp(source, device, ctx, work)
             rec["graph"] = str(f.relative_to(stage_dir))
             rec |= form

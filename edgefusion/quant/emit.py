@@ -7,8 +7,8 @@
   tensor (one scale, no axis) where the plan says so.
 * int32 biases of integer layers: scale = input scale x weight scale (per channel), zero point 0, so onnxruntime
   fuses ``DQ -> Conv/Gemm -> Q`` into integer kernels and deployment compilers find the bias they expect.
-* uint8/uint16 constants (a norm's scale, a GroupNorm's affine in layer-norm form): asymmetric per tensor over
-  ``[min(0, w), max(0, w)]``, as an activation of that width would be.
+* uint8 constants (a layer norm's scale): asymmetric per tensor over ``[min(0, w), max(0, w)]``, as an
+  activation of that width would be.
 * fp16: weights stored as float16 + ``Cast``; activations rounded by ``Cast(fp16) -> Cast(fp32)``.
 * A ``Split`` of a quantized tensor gets a ``QuantizeLinear -> DequantizeLinear`` on each output with the input's
   scale and zero point: exact (the values are already on that grid), and what the QNN execution provider needs to

@@ -51,7 +51,7 @@ class QuantPlan:
     int8_weights: dict[str, int | None] = field(default_factory=dict)  # initializer -> channel axis (None: tensor)
     fp16_weights: list[str] = field(default_factory=list)
     int32_biases: dict[str, tuple[str, str]] = field(default_factory=dict)  # bias -> (input activation, weight)
-    const_bits: dict[str, int] = field(default_factory=dict)  # initializer -> 8 | 16, asymmetric per tensor
+    const_bits: dict[str, int] = field(default_factory=dict)  # initializer -> bits (uint, asymmetric per tensor)
 
     def summary(self) -> dict:
         """Counts for the manifest."""
@@ -79,7 +79,7 @@ def is_internal(node: onnx.NodeProto, layer: Layer) -> bool:
 
 def layer_constants(nodes: list[onnx.NodeProto], idx: GraphIndex, op_type: str) -> list[tuple[str, int]]:
     """``(initializer, bits)`` of the float constants an integer norm layer quantizes asymmetrically per tensor
-    (a ``LayerNormalization``'s scale); bits 0 would stand for the layer's activation width."""
+    (a ``LayerNormalization``'s scale)."""
     if op_type not in NORM_LAYER_TYPES:
         return []
     return [(node.input[1], NORM_SCALE_BITS) for node in nodes
@@ -201,7 +201,7 @@ def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: Res
             for bias, source, weight in layer_biases(members, idx):
                 plan.int32_biases[bias] = (source, weight)
             for const, bits in layer_constants(members, idx, layer.op_type):
-                plan.const_bits.setdefault(const, bits or p.activation_bits)
+                plan.const_bits.setdefault(const, bits)
         for node in (nodes_by_name[n] for n in layer.nodes):
             if p.is_integer:
                 a16 = node.op_type in per_tensor_a16 and \

@@ -67,15 +67,12 @@ def quantize_graph(float_path: Path, out_path: Path, component: str, spec: Polic
     resolved = resolve_policy(spec, layers)
     source = float_path
     int_norms = integer_group_norm_nodes(layers, resolved)
-    if int_norms:  # integer GroupNorms as layer norms (an NPU runs that form as integer ops); names unchanged
-        source = float_path.with_name(f".{Path(out_path).stem}.{float_path.name}")
-        if group_norms_as_layer_norms_file(float_path, source, int_norms):
-            model = onnx.load(str(source), load_external_data=False)
-            layers = find_layers(model, component)  # the same names: ``resolved`` still applies
-        else:
-            source.unlink()
-            source = float_path
     try:
+        if int_norms:  # integer GroupNorms as layer norms (an NPU runs that form as integer ops); names unchanged
+            source = float_path.with_name(f".{Path(out_path).stem}.{float_path.name}")
+            if group_norms_as_layer_norms_file(float_path, source, int_norms):
+                model = onnx.load(str(source), load_external_data=False)
+                layers = find_layers(model, component)  # the same names: ``resolved`` still applies
         plan = plan_quantization(model, layers, resolved, GraphIndex.build(model), frozenset(per_tensor_a16))
         del model
         rule = estimate_ranges(source, plan, feeds, groups, method, progress=progress,

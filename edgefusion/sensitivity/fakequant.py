@@ -4,7 +4,7 @@
   calibration min/max, ``QuantizeLinear`` rounding (half to even) and saturation, then ``DequantizeLinear``;
 * int8 weights: symmetric per output channel (``quantize_weight_per_channel``);
 * int32 biases: scale = input scale x weight scale (``quantize_bias``);
-* uint8/uint16 constants (norm scales, a GroupNorm's affine): asymmetric per tensor (``quantize_constant``);
+* uint8 constants (a layer norm's scale): asymmetric per tensor (``quantize_constant``);
 * fp16: a round trip through float16 (the ``Cast`` pairs).
 """
 

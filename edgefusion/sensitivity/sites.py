@@ -41,7 +41,7 @@ class QuantSites:
     int8_slots: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # layer -> [(initializer, axis)]
     float_inits: dict[str, list[str]] = field(default_factory=dict)  # layer -> float initializers it reads
     bias_slots: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)  # layer -> [(bias, input, weight)]
-    const_slots: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # layer -> [(initializer, bits|0)]
+    const_slots: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # layer -> [(initializer, bits)]
     layer_sites: dict[str, list[int]] = field(default_factory=dict)  # layer -> indices of sites it touches
     op_types: dict[str, str] = field(default_factory=dict)  # layer -> op type (non-passthrough layers)
 
@@ -167,7 +167,7 @@ class QuantSites:
                 for w, axis in self.int8_slots.get(name, []):
                     plan.int8_weights.setdefault(w, axis)
                 for c, bits in self.const_slots.get(name, []):
-                    plan.const_bits.setdefault(c, bits or p.activation_bits)
+                    plan.const_bits.setdefault(c, bits)
             elif p is Precision.FP16:
                 fp16 += self.float_inits.get(name, [])
         plan.fp16_weights = sorted(set(fp16) - set(plan.int8_weights) - set(plan.int32_biases)

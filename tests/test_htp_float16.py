@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import onnx
 
-from edgefusion.export.htp_float16 import htp_copy_file, is_float_graph
+from edgefusion.export.htp_float16 import has_fp16_simulation, htp_copy_file, is_float_graph
 from edgefusion.metrics import mean_sqnr_db
 from edgefusion.runtime.session import open_session, run_session
 
@@ -15,7 +15,9 @@ def test_float_graph_in_real_float16(tiny_exports, tiny_calibration, tmp_path):
     _, ver = tiny_calibration
     src = tiny_exports["default"] / "text_encoder" / "model.onnx"  # FP16 under the recipe: no integer tensor
     model = onnx.load(str(src), load_external_data=False)
-    assert is_float_graph(model)
+    assert is_float_graph(model) and has_fp16_simulation(model)
+    w8a8 = onnx.load(str(tiny_exports["w8a8"] / "unet" / "npu.onnx"), load_external_data=False)
+    assert not has_fp16_simulation(w8a8)  # nothing FP16 to strip: the HTP compiles the graph as exported
     assert not is_float_graph(onnx.load(str(tiny_exports["default"] / "unet" / "npu.onnx"), load_external_data=False))
     casts = Counter(n.op_type for n in model.graph.node)["Cast"]
     done = htp_copy_file(src, tmp_path / "te16.onnx")

@@ -34,10 +34,10 @@ def strip_fp16_simulation(model: onnx.ModelProto, base_dir: str | Path = "") -> 
     rename: dict[str, str] = {}
     drop: set[int] = set()
     for n in g.node:
-        to = next((a.i for a in n.attribute if a.name == "to"), None) if n.op_type == "Cast" else None
+        to = _cast_to(n) if n.op_type == "Cast" else None
         if to == TensorProto.FLOAT and n.input[0] in producer and producer[n.input[0]].op_type == "Cast":
             first = producer[n.input[0]]
-            if next((a.i for a in first.attribute if a.name == "to"), None) != TensorProto.FLOAT16:
+            if _cast_to(first) != TensorProto.FLOAT16:
                 continue
             if n.output[0] in outputs:  # a graph output keeps its name: its producer writes it directly
                 src = producer.get(first.input[0])
@@ -69,8 +69,18 @@ def strip_fp16_simulation(model: onnx.ModelProto, base_dir: str | Path = "") -> 
 
 
 def has_fp16_simulation(model: onnx.ModelProto) -> bool:
-    """Whether ``model`` has any Cast (the FP16 simulation's rounding pairs and weight casts are Casts)."""
-    return any(n.op_type == "Cast" for n in model.graph.node)
+    """Whether ``model`` has a rounding pair or a float16 weight cast for :func:`strip_fp16_simulation` to remove
+    (structure only: no weights need to be loaded)."""
+    g = model.graph
+    fp16_inits = {t.name for t in g.initializer if t.data_type == TensorProto.FLOAT16}
+    to_fp16 = {n.output[0] for n in g.node if n.op_type == "Cast" and _cast_to(n) == TensorProto.FLOAT16}
+    return any(n.op_type == "Cast" and _cast_to(n) == TensorProto.FLOAT and (n.input[0] in to_fp16 or
+                                                                               n.input[0] in fp16_inits)
+               for n in g.node)
+
+
+def _cast_to(node: onnx.NodeProto) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None)
 
 
 def htp_copy_file(src: str | Path, dst: str | Path) -> dict:

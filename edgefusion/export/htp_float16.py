@@ -18,6 +18,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from edgefusion.graph.naming import node_attr
+
 
 def is_float_graph(model: onnx.ModelProto) -> bool:
     """Whether ``model`` quantizes nothing (no QuantizeLinear node)."""
@@ -34,10 +36,10 @@ def strip_fp16_simulation(model: onnx.ModelProto, base_dir: str | Path = "") -> 
     rename: dict[str, str] = {}
     drop: set[int] = set()
     for n in g.node:
-        to = _cast_to(n) if n.op_type == "Cast" else None
+        to = node_attr(n, "to", None) if n.op_type == "Cast" else None
         if to == TensorProto.FLOAT and n.input[0] in producer and producer[n.input[0]].op_type == "Cast":
             first = producer[n.input[0]]
-            if _cast_to(first) != TensorProto.FLOAT16:
+            if node_attr(first, "to", None) != TensorProto.FLOAT16:
                 continue
             if n.output[0] in outputs:  # a graph output keeps its name: its producer writes it directly
                 src = producer.get(first.input[0])
@@ -73,14 +75,11 @@ def has_fp16_simulation(model: onnx.ModelProto) -> bool:
     (structure only: no weights need to be loaded)."""
     g = model.graph
     fp16_inits = {t.name for t in g.initializer if t.data_type == TensorProto.FLOAT16}
-    to_fp16 = {n.output[0] for n in g.node if n.op_type == "Cast" and _cast_to(n) == TensorProto.FLOAT16}
-    return any(n.op_type == "Cast" and _cast_to(n) == TensorProto.FLOAT and (n.input[0] in to_fp16 or
+    to_fp16 = {n.output[0] for n in g.node if n.op_type == "Cast" and node_attr(n, "to", None) == TensorProto.FLOAT16}
+    return any(n.op_type == "Cast" and node_attr(n, "to", None) == TensorProto.FLOAT and (n.input[0] in to_fp16 or
                                                                                n.input[0] in fp16_inits)
                for n in g.node)
 
-
-def _cast_to(node: onnx.NodeProto) -> int | None:
-    return next((a.i for a in node.attribute if a.name == "to"), None)
 
 
 def htp_copy_file(src: str | Path, dst: str | Path) -> dict:

@@ -33,7 +33,7 @@ from edgefusion.quant.graph_index import GraphIndex
 from edgefusion.quant.layers import PASSTHROUGH_OPS, Layer
 from edgefusion.quant.policy import ResolvedPolicy
 from edgefusion.quant.precision import Precision
-from edgefusion.quant.weight_handlers import bias_slot, fp16_weight_inputs, weight_slots
+from edgefusion.quant.weight_handlers import bias_slot, fp16_weight_inputs, is_float_init, weight_slots
 
 # integer layers of these types have every tensor inside them quantized (an NPU runs their ops one by one)
 CHAINED_LAYER_TYPES = frozenset({"SiLU", "GELU", "GroupNorm", "LayerNorm"})
@@ -83,11 +83,7 @@ def layer_constants(nodes: list[onnx.NodeProto], idx: GraphIndex, op_type: str) 
     if op_type not in NORM_LAYER_TYPES:
         return []
     return [(node.input[1], NORM_SCALE_BITS) for node in nodes
-            if node.op_type == "LayerNormalization" and len(node.input) > 1 and _float_const(node.input[1], idx)]
-
-
-def _float_const(name: str, idx: GraphIndex) -> bool:
-    return name in idx.initializers and idx.elem_type.get(name) == onnx.TensorProto.FLOAT
+            if node.op_type == "LayerNormalization" and len(node.input) > 1 and is_float_init(node.input[1], idx)]
 
 
 def layer_biases(nodes: list[onnx.NodeProto], idx: GraphIndex) -> list[tuple[str, str, str]]:
@@ -99,8 +95,8 @@ def layer_biases(nodes: list[onnx.NodeProto], idx: GraphIndex) -> list[tuple[str
     out = []
     weighted = {}
     for node in nodes:
-        if (node.op_type == "LayerNormalization" and len(node.input) > 2 and _float_const(node.input[1], idx)
-                and _float_const(node.input[2], idx) and len(idx.consumers.get(node.input[2], [])) == 1):
+        if (node.op_type == "LayerNormalization" and len(node.input) > 2 and is_float_init(node.input[1], idx)
+                and is_float_init(node.input[2], idx) and len(idx.consumers.get(node.input[2], [])) == 1):
             out.append((node.input[2], quantized_source(node.input[0], idx), node.input[1]))
             continue
         slots = weight_slots(node, idx)

@@ -28,25 +28,26 @@ def register_weight_handler(op_type: str):
     return deco
 
 
-def _is_float_init(name: str, idx: GraphIndex) -> bool:
+def is_float_init(name: str, idx: GraphIndex) -> bool:
+    """Whether ``name`` is a float32 initializer of the graph ``idx`` indexes."""
     return name in idx.initializers and idx.elem_type.get(name) == onnx.TensorProto.FLOAT
 
 
 @register_weight_handler("Conv")
 def _conv(node, idx):
-    return [(1, 0)] if _is_float_init(node.input[1], idx) else []
+    return [(1, 0)] if is_float_init(node.input[1], idx) else []
 
 
 @register_weight_handler("Gemm")
 def _gemm(node, idx):
     trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-    return [(1, 0 if trans_b else 1)] if _is_float_init(node.input[1], idx) else []
+    return [(1, 0 if trans_b else 1)] if is_float_init(node.input[1], idx) else []
 
 
 @register_weight_handler("MatMul")
 def _matmul(node, idx):
     w = node.input[1]
-    if _is_float_init(w, idx) and len(idx.initializers[w].dims) == 2:
+    if is_float_init(w, idx) and len(idx.initializers[w].dims) == 2:
         return [(1, 1)]  # [in, out]: one scale per output column
     return []
 
@@ -60,7 +61,7 @@ def weight_slots(node: onnx.NodeProto, idx: GraphIndex) -> list[tuple[int, int]]
 def bias_slot(node: onnx.NodeProto, idx: GraphIndex) -> int | None:
     """Input slot of ``node``'s bias when it is a 1-D float initializer (Conv, Gemm); None otherwise."""
     slot = _BIAS_SLOTS.get(node.op_type)
-    if slot is None or len(node.input) <= slot or not _is_float_init(node.input[slot], idx):
+    if slot is None or len(node.input) <= slot or not is_float_init(node.input[slot], idx):
         return None
     return slot if len(idx.initializers[node.input[slot]].dims) == 1 else None
 
@@ -69,4 +70,4 @@ def fp16_weight_inputs(node: onnx.NodeProto, idx: GraphIndex) -> list[str]:
     """Float initializers an FP16 ``node`` reads as data (stored as float16); configuration inputs such as
     Resize's scales are left alone."""
     skip = _PARAMETER_SLOTS.get(node.op_type, set())
-    return [x for i, x in enumerate(node.input) if i not in skip and _is_float_init(x, idx)]
+    return [x for i, x in enumerate(node.input) if i not in skip and is_float_init(x, idx)]

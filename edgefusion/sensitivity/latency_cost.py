@@ -77,8 +77,10 @@ def _cost_graph(unet: onnx.ModelProto, layers, resolved, device, tiling: bool):
     from edgefusion.latency.cost_model import estimate_graph
     from edgefusion.deploy.tiling import plan_and_tile
     from edgefusion.graph.op_graph import build_op_graph
+    from edgefusion.quant.integer_forms import integer_group_norm_nodes
 
-    graph = copy.deepcopy(unet)  # changed in place by the integer forms and the tiling
+    changes = tiling or integer_group_norm_nodes(layers, resolved)  # plan_and_tile rewrites the graph in place
+    graph = copy.deepcopy(unet) if changes else unet
     plan, _ = plan_and_tile(graph, "unet", device, layers, resolved, tiling)
     return estimate_graph(build_op_graph(graph, "unet", plan), device)
 

@@ -75,6 +75,27 @@ def test_every_range_method_runs_and_mse_does_not_lose_to_minmax(tiny_float_grap
     assert results["crossval"][1] >= results["minmax"][1] - 0.5
 
 
+def test_crossval_search_fits_its_compute_budget_and_holds_out_every_fold(tiny_float_graphs, tiny_calibration,
+                                                                          monkeypatch, tmp_path):
+    """A real-size UNet must not run the search on every sample (sd-v1.5: 192 probe runs of ~50 s): the sample
+    count follows the probe's multiply-accumulates, and a cut still holds out every fold of prompts."""
+    from edgefusion.quant import range_methods as rm
+
+    unet = tiny_float_graphs["unet"]
+    assert rm.search_sample_limit(unet, 6) == rm.CROSSVAL_SAMPLES  # tiny: far inside the budget
+    assert rm.search_sample_limit(unet, 6, budget=1.0) == 1
+    cal, _ = tiny_calibration
+    groups = [s.prompt_index for s in cal.samples["unet"]]
+    n_folds = min(rm.CROSSVAL_FOLDS, len(set(groups)))
+    assert n_folds >= 2 and len(groups) > n_folds
+    monkeypatch.setattr(rm, "CROSSVAL_PROBE_MACS", 1.0)
+    qg = quantize_graph(unet, tmp_path / "unet.onnx", "unet", load_policy("w8a16"), [s.inputs for s in
+                        cal.samples["unet"]], method="crossval", groups=groups)
+    measured = qg.range_rule["measured"]
+    assert measured["crossval_samples"] == n_folds, measured  # the evenly spaced sample plus each missed fold
+    assert qg.range_rule["alpha"]["16"] >= 1.0 and all(np.isfinite(v) for v in measured["crossval_sqnr_db"].values())
+
+
 def _text_encoder_ranges(qpath) -> list[float]:
     model = onnx.load(str(qpath))
     inits = {t.name: t for t in model.graph.initializer}

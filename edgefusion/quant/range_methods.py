@@ -30,6 +30,11 @@ CLIP_GRID = (0.35, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 CROSSVAL_GRID = ((1.0, 1.0), (1.0, 2.0), (1.15, 2.0), (1.3, 2.0), (1.5, 2.0), (1.3, 3.0))
 CROSSVAL_FOLDS = 4
 CROSSVAL_SAMPLES = 96  # samples the search runs (spread over prompts and steps); each runs once per candidate
+# Compute budget of the search's probe runs (multiply-accumulates of the float graph, summed over candidates and
+# samples). Small graphs run all CROSSVAL_SAMPLES (the embedded UNet: 0.10 GMAC per sample, 58 GMAC for 96 x 6);
+# a real-size UNet keeps one sample per fold (sd-v1.5 at 512x512: 339 GMAC per sample; its 32-sample export ran
+# 192 probe runs of about 50 s each, i.e. hours, before the budget).
+CROSSVAL_PROBE_MACS = 2e12
 
 
 @dataclass
@@ -131,10 +136,32 @@ def prompt_folds(groups: np.ndarray, folds: int) -> list[np.ndarray]:
     return [np.flatnonzero([fold_of[g] == f for g in groups.tolist()]) for f in range(folds)]
 
 
-def spread_subset(stats: RangeStats, limit: int) -> np.ndarray:
-    """At most ``limit`` sample indices, evenly spaced through the set (so every prompt and step keeps some)."""
+def spread_subset(stats: RangeStats, limit: int, parts: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """At most ``limit`` sample indices, evenly spaced through the set (so every prompt and step keeps some), plus
+    the middle sample of each fold in ``parts`` that the spacing missed (every fold is held out at least once)."""
     n = len(stats.groups)
-    return np.arange(n) if n <= limit else np.unique(np.linspace(0, n - 1, limit).round().astype(int))
+    if n <= limit:
+        return np.arange(n)
+    use = np.unique(np.linspace(0, n - 1, limit).round().astype(int))
+    missed = [int(p[len(p) // 2]) for p in parts if len(p) and not np.isin(p, use).any()]
+    return np.union1d(use, np.asarray(missed, int))
+
+
+def search_sample_limit(model_path, n_candidates: int, budget: float | None = None,
+                        most: int = CROSSVAL_SAMPLES) -> int:
+    """How many samples the search may run ``n_candidates`` times each within ``budget`` multiply-accumulates of
+    the float graph (default ``CROSSVAL_PROBE_MACS``; ``most`` at the outside; at least 1, the folds add one each
+    when the spacing misses them)."""
+    import onnx
+
+    from edgefusion.graph.op_graph import build_op_graph
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    macs = sum(op.macs for op in build_op_graph(model, Path(model_path).parent.name).ops)
+    budget = CROSSVAL_PROBE_MACS if budget is None else budget
+    if macs <= 0:
+        return most
+    return int(max(1, min(most, budget // (macs * max(n_candidates, 1)))))
 
 
 def crossval_widening(model_path, plan, feeds, stats: RangeStats, progress=False, grid=CROSSVAL_GRID,
@@ -148,8 +175,8 @@ def crossval_widening(model_path, plan, feeds, stats: RangeStats, progress=False
 
     widths = sorted(set(plan.act_bits.values()))
     cands = sorted({tuple(a if b in widths else 1.0 for a, b in zip(c, (8, 16))) for c in grid})
-    use = spread_subset(stats, limit)
     parts = prompt_folds(stats.groups, min(folds, len(np.unique(stats.groups))))
+    use = spread_subset(stats, min(limit, search_sample_limit(model_path, len(cands))), parts)
     fsess = open_session(model_path)  # float outputs first: the two sessions never hold their weights together
     refs = {int(i): run_session(fsess, feeds[i])[0] for i in use}
     del fsess
@@ -180,14 +207,16 @@ def crossval_widening(model_path, plan, feeds, stats: RangeStats, progress=False
     db = 10 * np.log10(max(sig, 1e-30) / np.maximum(err, 1e-30))
     best = cands[int(np.argmax(db))]
     measured = {f"x{a8:g}/x{a16:g}": round(float(d), 2) for (a8, a16), d in zip(cands, db)}
-    return {8: best[0], 16: best[1]}, measured
+    return {8: best[0], 16: best[1]}, {**measured, "samples": int(len(use))}
 
 
 @register("crossval", "min/max widened per bit width by the factors whose ranges quantize held-out calibration "
           "prompts best (whole-graph output error)", min_groups=2)
 def _crossval(model_path, plan, feeds, stats: RangeStats, progress=False):
     alpha, measured = crossval_widening(model_path, plan, feeds, stats, progress)
-    return RangeRule("crossval", stats.minmax(), alpha, {}, {"crossval_sqnr_db": measured})
+    samples = measured.pop("samples")
+    return RangeRule("crossval", stats.minmax(), alpha, {}, {"crossval_sqnr_db": measured,
+                                                              "crossval_samples": samples})
 
 
 def estimate_ranges(model_path: Path, plan, feeds: Sequence[dict], groups: Sequence[int] | None,

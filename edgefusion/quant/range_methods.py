@@ -168,8 +168,9 @@ def crossval_widening(model_path, plan, feeds, stats: RangeStats, progress=False
                       folds: int = CROSSVAL_FOLDS, limit: int = CROSSVAL_SAMPLES) -> tuple[dict[int, float], dict]:
     """Per bit width, the factor by which the min/max ranges are widened, chosen by the whole graph's output error
     on held-out calibration prompts: every fold of prompts is quantized with the ranges of the other folds, widened
-    by each candidate ``(alpha_8bit, alpha_16bit)``, and the candidate with the best pooled SQNR wins. Returns the
-    factors and the SQNR each candidate measured."""
+    by each candidate ``(alpha_8bit, alpha_16bit)``, and the candidate with the best pooled SQNR wins. The search
+    runs at most ``limit`` samples, fewer when the candidates' probe runs would exceed ``CROSSVAL_PROBE_MACS``
+    (:func:`search_sample_limit`). Returns the factors and the SQNR each candidate measured (plus ``samples``)."""
     from edgefusion.quant.emit import emit_qdq, qparam_feeds
     from edgefusion.runtime.session import open_session, release_freed_memory, run_session
 

@@ -96,6 +96,20 @@ def test_crossval_search_fits_its_compute_budget_and_holds_out_every_fold(tiny_f
     assert qg.range_rule["alpha"]["16"] >= 1.0 and all(np.isfinite(v) for v in measured["crossval_sqnr_db"].values())
 
 
+def test_budget_cut_search_samples_cover_every_fold_at_different_steps():
+    """Cut to one sample, the search still holds out each fold once, at staggered positions (not all at step 0)."""
+    from types import SimpleNamespace
+
+    from edgefusion.quant.range_methods import prompt_folds, spread_subset
+
+    groups = np.repeat(np.arange(8), 4)  # 8 prompts x (2 steps x 2 branches), as the sd-v1.5 export captures them
+    parts = prompt_folds(groups, 4)
+    use = spread_subset(SimpleNamespace(groups=groups), 1, parts)
+    assert [int(np.isin(p, use).sum()) for p in parts] == [1, 1, 1, 1], use
+    assert len({int(i) % 4 for i in use}) > 1, use  # positions within a prompt (step, branch) differ
+    assert spread_subset(SimpleNamespace(groups=groups), 96, parts).tolist() == list(range(32))
+
+
 def _text_encoder_ranges(qpath) -> list[float]:
     model = onnx.load(str(qpath))
     inits = {t.name: t for t in model.graph.initializer}

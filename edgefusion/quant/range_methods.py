@@ -138,12 +138,14 @@ def prompt_folds(groups: np.ndarray, folds: int) -> list[np.ndarray]:
 
 def spread_subset(stats: RangeStats, limit: int, parts: Sequence[np.ndarray] = ()) -> np.ndarray:
     """At most ``limit`` sample indices, evenly spaced through the set (so every prompt and step keeps some), plus
-    the middle sample of each fold in ``parts`` that the spacing missed (every fold is held out at least once)."""
+    one sample of each fold in ``parts`` that the spacing missed (every fold is held out at least once), taken at a
+    staggered position (fold k of F: (k + 1/2) / F through the fold), so the added samples cover different steps."""
     n = len(stats.groups)
     if n <= limit:
         return np.arange(n)
     use = np.unique(np.linspace(0, n - 1, limit).round().astype(int))
-    missed = [int(p[len(p) // 2]) for p in parts if len(p) and not np.isin(p, use).any()]
+    missed = [int(p[int(len(p) * (k + 0.5) / len(parts))]) for k, p in enumerate(parts)
+              if len(p) and not np.isin(p, use).any()]
     return np.union1d(use, np.asarray(missed, int))
 
 
@@ -165,12 +167,13 @@ def search_sample_limit(model_path, n_candidates: int, budget: float | None = No
 
 
 def crossval_widening(model_path, plan, feeds, stats: RangeStats, progress=False, grid=CROSSVAL_GRID,
-                      folds: int = CROSSVAL_FOLDS, limit: int = CROSSVAL_SAMPLES) -> tuple[dict[int, float], dict]:
+                      folds: int = CROSSVAL_FOLDS,
+                      limit: int = CROSSVAL_SAMPLES) -> tuple[dict[int, float], dict[str, float], int]:
     """Per bit width, the factor by which the min/max ranges are widened, chosen by the whole graph's output error
     on held-out calibration prompts: every fold of prompts is quantized with the ranges of the other folds, widened
     by each candidate ``(alpha_8bit, alpha_16bit)``, and the candidate with the best pooled SQNR wins. The search
     runs at most ``limit`` samples, fewer when the candidates' probe runs would exceed ``CROSSVAL_PROBE_MACS``
-    (:func:`search_sample_limit`). Returns the factors and the SQNR each candidate measured (plus ``samples``)."""
+    (:func:`search_sample_limit`). Returns the factors, the SQNR each candidate measured and how many samples ran."""
     from edgefusion.quant.emit import emit_qdq, qparam_feeds
     from edgefusion.runtime.session import open_session, release_freed_memory, run_session
 
@@ -208,14 +211,13 @@ def crossval_widening(model_path, plan, feeds, stats: RangeStats, progress=False
     db = 10 * np.log10(max(sig, 1e-30) / np.maximum(err, 1e-30))
     best = cands[int(np.argmax(db))]
     measured = {f"x{a8:g}/x{a16:g}": round(float(d), 2) for (a8, a16), d in zip(cands, db)}
-    return {8: best[0], 16: best[1]}, {**measured, "samples": int(len(use))}
+    return {8: best[0], 16: best[1]}, measured, int(len(use))
 
 
 @register("crossval", "min/max widened per bit width by the factors whose ranges quantize held-out calibration "
           "prompts best (whole-graph output error)", min_groups=2)
 def _crossval(model_path, plan, feeds, stats: RangeStats, progress=False):
-    alpha, measured = crossval_widening(model_path, plan, feeds, stats, progress)
-    samples = measured.pop("samples")
+    alpha, measured, samples = crossval_widening(model_path, plan, feeds, stats, progress)
     return RangeRule("crossval", stats.minmax(), alpha, {}, {"crossval_sqnr_db": measured,
                                                               "crossval_samples": samples})
 

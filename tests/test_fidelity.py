@@ -166,8 +166,9 @@ def test_loud_check_fails_a_broken_export_under_strict_and_passes_fp16(tmp_path)
     broken.write_text("name: broken\nrules:\n  _default: W8A8\n")
     fast = dict(calib_prompts=1, calib_steps=2, verify_prompts=1, progress=False, tiling=False,
                 calibration_method="minmax")
-    with pytest.raises(EdgeFusionError, match="check image"):
+    with pytest.raises(EdgeFusionError, match="check image") as err:
         export(model="embedded", mpq_policy=str(broken), out=tmp_path / "b", strict=True, **fast)
+    assert "--mpq-policy auto --target-sqnr" in str(err.value.fix), err.value.fix  # the error names a fix
     assert not (tmp_path / "b").exists()
     m = export(model="tiny", mpq_policy="fp16", out=tmp_path / "f", strict=True, **fast)
     assert m.warnings == [] and m.end_to_end["quantized_vs_torch_psnr_db"] > 40

@@ -149,8 +149,9 @@ def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, s
     manifest.components = {c: ComponentRecord(**r) for c, r in o_info["components"].items()}
     manifest.end_to_end = o_info["end_to_end"]
     for w in o_info["warnings"]:  # failed fidelity checks: printed and recorded, errors under --strict
-        diagnostics.warn(w, "fix the policy or the calibration (the README's fidelity section says how), or export "
-                            "without --strict to keep the folder")
+        diagnostics.warn(w, "raise the precision where the error comes from, e.g. --mpq-policy auto --target-sqnr 41 "
+                            "(the profiler picks the layers; the README's fidelity section), or export without "
+                            "--strict to keep the folder")
     manifest.tiling = {"enabled": tiling, "sites": o_info["tiling"]}
     run_qnn, qnn_note, htp_samples = qnn
     if run_qnn:  # in its own process: the QNN libraries and the emulator's memory go away with it

@@ -111,14 +111,3 @@ def group_norms_as_layer_norms(model: onnx.ModelProto, node_names: set[str] | No
     g.initializer.extend(kept)
     return len(replace)
 
-
-def group_norms_as_layer_norms_file(src: str | Path, dst: str | Path, node_names: set[str] | None = None) -> int:
-    """:func:`group_norms_as_layer_norms` on the graph at ``src``, saved to ``dst`` in the same folder (other
-    weights stay in ``src``'s external data file, which ``dst`` references); returns how many were rewritten."""
-    src, dst = Path(src), Path(dst)
-    if src.parent.resolve() != dst.parent.resolve():
-        raise ValueError("the rewritten graph must sit beside the original (it shares its external data)")
-    model = onnx.load(str(src), load_external_data=False)
-    n = group_norms_as_layer_norms(model, node_names, src.parent)
-    onnx.save(model, str(dst))
-    return n

@@ -23,7 +23,8 @@ def integer_group_norm_nodes(layers: list[Layer], resolved: ResolvedPolicy) -> s
 def write_integer_forms(model: onnx.ModelProto, layers: list[Layer], resolved: ResolvedPolicy, component: str,
                         base_dir: str | Path | None = None, with_values: bool = True) -> list[Layer]:
     """Rewrite ``model`` in place for ``resolved``; returns its layers afterwards (the same names, so ``resolved``
-    still applies). ``with_values=False`` for a weight-free graph (see ``group_norms_as_layer_norms``)."""
+    still applies), or ``layers`` itself when nothing was rewritten. ``base_dir``: where the graph's external weights
+    live. ``with_values=False`` for a weight-free graph (see ``group_norms_as_layer_norms``)."""
     nodes = integer_group_norm_nodes(layers, resolved)
     if nodes and group_norms_as_layer_norms(model, nodes, base_dir, with_values):
         return find_layers(model, component)

@@ -13,9 +13,8 @@ from typing import Sequence
 import numpy as np
 import onnx
 
-from edgefusion.graph.group_norm_as_layer_norm import group_norms_as_layer_norms_file
 from edgefusion.quant.graph_index import GraphIndex
-from edgefusion.quant.integer_forms import integer_group_norm_nodes
+from edgefusion.quant.integer_forms import write_integer_forms
 from edgefusion.quant.layers import Layer, ensure_node_names, find_layers
 from edgefusion.quant.plan import QuantPlan, plan_quantization
 from edgefusion.quant.policy import PolicySpec, ResolvedPolicy, resolve_policy
@@ -66,13 +65,12 @@ def quantize_graph(float_path: Path, out_path: Path, component: str, spec: Polic
     layers = find_layers(model, component)
     resolved = resolve_policy(spec, layers)
     source = float_path
-    int_norms = integer_group_norm_nodes(layers, resolved)
     try:
-        if int_norms:  # integer GroupNorms as layer norms (an NPU runs that form as integer ops); names unchanged
-            source = float_path.with_name(f".{Path(out_path).stem}.{float_path.name}")
-            if group_norms_as_layer_norms_file(float_path, source, int_norms):
-                model = onnx.load(str(source), load_external_data=False)
-                layers = find_layers(model, component)  # the same names: ``resolved`` still applies
+        rewritten = write_integer_forms(model, layers, resolved, component, float_path.parent)
+        if rewritten is not layers:  # integer GroupNorms as layer norms (an NPU runs that form as integer ops)
+            source = float_path.with_name(f".{Path(out_path).stem}.{float_path.name}")  # beside: shares the weights
+            onnx.save(model, str(source))
+            layers = rewritten  # the same names: ``resolved`` still applies
         plan = plan_quantization(model, layers, resolved, GraphIndex.build(model), frozenset(per_tensor_a16))
         del model
         rule = estimate_ranges(source, plan, feeds, groups, method, progress=progress,

@@ -75,11 +75,13 @@ def main(argv=None) -> int:
         print(f"{'graph':<12}{'session':<10}{'ms':>9}{'vs float':>10}  integer kernels")
         for name, t in base.items():
             print(f"{'float':<12}{name:<10}{t * 1e3:>9.2f}{1.0:>10.2f}")
-        for policy in args.policies.split(","):
-            qg = quantize_graph(fpath, work / policy / "model.onnx", "unet", load_policy(policy),
+        for i, policy in enumerate(args.policies.split(",")):
+            label = Path(policy).stem  # a preset name or a policy file's name
+            folder = work / f"q{i}"  # never the policy's own path (an absolute path would replace ``work``)
+            qg = quantize_graph(fpath, folder / "model.onnx", "unet", load_policy(policy),
                                 [x.inputs for x in samples], groups=[x.prompt_index for x in samples],
                                 method="minmax")
-            opt = work / policy / "optimized.onnx"
+            opt = folder / "optimized.onnx"
             runs = {"project": open_session(qg.path, threads=1, optimized_model_path=opt),
                     "default": ort.InferenceSession(str(qg.path), opts, providers=["CPUExecutionProvider"])}
             ops = Counter(n.op_type for n in onnx.load(str(opt), load_external_data=False).graph.node)
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
                                                         "QLinearAdd") if ops[k])
             for name, sess in runs.items():
                 t = _time(sess, feed, args.repeats)
-                print(f"{policy:<12}{name:<10}{t * 1e3:>9.2f}{t / base[name]:>10.2f}  "
+                print(f"{label:<12}{name:<10}{t * 1e3:>9.2f}{t / base[name]:>10.2f}  "
                       f"{fused if name == 'project' else ''}", flush=True)
     return 0
 

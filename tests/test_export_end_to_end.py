@@ -1,9 +1,11 @@
 """`edgefusion export` + `edgefusion generate` on the tiny preset, through the library and the CLI."""
 
 import json
+import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +29,28 @@ def test_export_folder_layout_and_manifest(tiny_exports):
     assert m.calibration["samples"]["unet"] == 4 * 4 * 2  # prompts x steps x CFG branches
     unet = m.components["unet"]
     assert unet.layers["Softmax"] == {"W8A16": unet.layers["Softmax"]["W8A16"]}
-    assert set(unet.layers["GroupNorm"]) == {"FP16"} and set(unet.layers["SiLU"]) == {"FP16"}
-    assert unet.layers["Conv"]["W8A16"] == 1 and set(unet.layers["Conv"]) == {"W8A8", "W8A16"}  # conv_in's rule
+    # the recipe by op type, except conv_in and the outermost level of the U (first down block, last up block,
+    # output head): 16-bit activations there, but for the norms and SiLU (FP16) and the attention (W8A8); the
+    # level's edge layers (time projections, the next level's first shortcut) read and write 16 bits too
+    layers = json.loads((d / "unet" / "precisions.json").read_text())["layers"]
+    outer = ("unet/conv_in/", "unet/down_blocks.0.", "unet/up_blocks.1.", "unet/conv_norm_out/", "unet/conv_act/",
+             "unet/conv_out/", "unet/down_blocks.1.resnets.0.conv_shortcut/")  # tiny has two up blocks
+    seen = Counter()
+    for name, la in layers.items():
+        op, prec = la["op_type"], la["precision"]
+        if op in ("GroupNorm", "SiLU", "LayerNorm"):
+            want = "FP16"
+        elif op == "Conv":
+            want = "W8A16" if name.startswith(outer) else "W8A8"
+        elif re.search(r"\.attn[12](\.to_[qkv])?/", name) and op == "MatMul":
+            want = "W8A8"
+        elif ".time_emb_proj/" in name:
+            want = "W8A16"
+        else:
+            continue
+        assert prec == want, (name, la)
+        seen[(op, want)] += 1
+    assert seen[("Conv", "W8A16")] and seen[("Conv", "W8A8")] and seen[("MatMul", "W8A8")], seen
     # ranges: cross-validated over the 4 calibration prompts, the 16-bit tensors widened at least as much as 8-bit
     assert unet.ranges["method"] == "crossval" and len(unet.ranges["measured"]["crossval_sqnr_db"]) > 1
     assert float(unet.ranges["alpha"]["16"]) >= float(unet.ranges["alpha"]["8"]) >= 1.0

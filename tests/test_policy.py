@@ -19,8 +19,8 @@ LAYERS = [Layer("unet/down_blocks.0.resnets.0.conv1/conv2d_1", "Conv", ["a"]),
 
 
 def test_presets_exist_and_resolve_as_the_edgefusion_recipe():
-    assert {"default", "w8a8", "w8a16", "fp16"} <= set(policy_names())
-    res = resolve_policy(load_policy("default"), LAYERS)
+    assert {"default", "recipe", "w8a8", "w8a16", "fp16"} <= set(policy_names())
+    res = resolve_policy(load_policy("recipe"), LAYERS)
     p = res.precisions
     assert p[LAYERS[0].name] is Precision.W8A8
     assert p[LAYERS[1].name] is Precision.W8A16
@@ -118,8 +118,8 @@ def test_rules_that_match_no_layer_are_named():
                                            "re:^unet/x/view": "FP16", LAYERS[4].name: "FP32", "_default": "W8A8"}})
     # Gemm: no such layer; the Reshape is passthrough (never takes a precision)
     assert spec.unmatched_rules(LAYERS) == ["re:^untet/", "op:Gemm", "re:^unet/x/view"]
-    assert load_policy("default").unmatched_rules(LAYERS) == ["re:^unet/time_proj/", "re:^unet/conv_in/", "op:LayerNorm",
-                                                                  "op:Gemm"]
+    assert load_policy("recipe").unmatched_rules(LAYERS) == ["re:^unet/time_proj/", "re:^unet/conv_in/", "op:LayerNorm",
+                                                                 "op:Gemm"]
 
 
 def test_unknown_policy_lists_auto_where_auto_is_accepted():
@@ -142,3 +142,52 @@ def test_rules_matching_no_layer_of_the_exported_graphs_warn_or_fail_under_stric
     with diagnostics.session(strict=True):  # every rule of the shipped presets matches a layer of an SD model
         for name in policy_names():
             assert check_rules_match(load_policy(name), tiny_float_graphs) == []
+
+
+def test_last_binds_to_the_highest_index_of_the_graph():
+    names = ["unet/down_blocks.0.resnets.0.conv1/conv2d", "unet/down_blocks.1.resnets.0.conv1/conv2d_1",
+             "unet/up_blocks.0.resnets.0.conv1/conv2d_2", "unet/up_blocks.3.resnets.2.conv1/conv2d_3",
+             "unet/up_blocks.3/cat_5", "unet/up_blocks.12x/add"]  # 'up_blocks.12x' is no index
+    layers = [Layer(n, "Conv", [str(i)]) for i, n in enumerate(names)]
+    spec = PolicySpec.from_dict({"rules": {"re:^unet/(down_blocks\\.0|up_blocks\\.{last})[./]": "W8A16",
+                                           "re:^unet/mid_blocks\\.{last}/": "FP16", "_default": "W8A8"}})
+    bound = spec.bound(layers)
+    assert bound.rules[0][0] == "re:^unet/(down_blocks\\.0|up_blocks\\.3)[./]"
+    assert bound.rules[1][0] == "re:^unet/mid_blocks\\.{last}/"  # no such list: left unbound, matches nothing
+    p = resolve_policy(spec, layers).precisions
+    assert [p[n].value for n in names] == ["W8A16", "W8A8", "W8A8", "W8A16", "W8A16", "W8A8"]
+    assert spec.unmatched_rules(layers) == ["re:^unet/mid_blocks\\.{last}/"]  # named as written
+    # bound per graph: a VAE decoder with more up blocks does not move the UNet's last one
+    vae = [Layer(f"vae_decoder/decoder.up_blocks.{i}.resnets.0.conv1/conv2d_{i}", "Conv", [f"v{i}"]) for i in range(6)]
+    assert spec.unmatched_rules(vae + layers) == ["re:^unet/mid_blocks\\.{last}/"]
+    assert spec.to_dict()["rules"] == PolicySpec.from_dict(spec.to_dict()).to_dict()["rules"]  # saved unbound
+
+
+def test_default_gives_the_outermost_level_16_bit_activations():
+    """`default` = `recipe` + W8A16 on the first down block, the last up block and the output head, except their
+    norms and SiLU (FP16, as in the recipe) and their attention projections and MatMuls (W8A8); the weighted layers
+    on the level's edges read and write one width (configs/policies/default.yaml, README)."""
+    cases = [("unet/down_blocks.0.resnets.0.conv1/conv2d_1", "Conv", "W8A16", "W8A8"),
+             ("unet/down_blocks.0.resnets.0.norm1/group_norm", "GroupNorm", "FP16", "FP16"),
+             ("unet/down_blocks.0.downsamplers.0.conv/conv2d_5", "Conv", "W8A16", "W8A8"),
+             ("unet/down_blocks.1.resnets.0.conv1/conv2d_6", "Conv", "W8A8", "W8A8"),
+             ("unet/down_blocks.1.resnets.0.conv_shortcut/conv2d_8", "Conv", "W8A16", "W8A8"),
+             ("unet/down_blocks.1.resnets.0.time_emb_proj/linear_13", "Gemm", "W8A16", "W8A8"),
+             ("unet/up_blocks.0.resnets.0.conv1/conv2d_9", "Conv", "W8A8", "W8A8"),
+             ("unet/up_blocks.1/cat_5", "Concat", "W8A8", "W8A8"),
+             ("unet/up_blocks.1.attentions.1.transformer_blocks.0.attn1/sdpa.Softmax0", "Softmax", "W8A16", "W8A16"),
+             ("unet/up_blocks.1.attentions.1.transformer_blocks.0.attn1.to_q/linear_3", "MatMul", "W8A8", "W8A8"),
+             ("unet/up_blocks.1.attentions.1.transformer_blocks.0.attn2/sdpa.MatMul0", "MatMul", "W8A8", "W8A8"),
+             ("unet/up_blocks.1.attentions.1.transformer_blocks.0.attn1.to_out.0/linear_4", "MatMul", "W8A16",
+              "W8A8"),
+             ("unet/up_blocks.1.attentions.1.transformer_blocks.0.ff.net.2/linear_7", "MatMul", "W8A16", "W8A8"),
+             ("unet/up_blocks.1.attentions.1.proj_out/conv2d_37", "Conv", "W8A16", "W8A8"),
+             ("unet/up_blocks.1.resnets.1/add_39", "Add", "W8A16", "W8A8"),
+             ("unet/conv_act/silu_25", "SiLU", "FP16", "FP16"),
+             ("unet/conv_out/conv2d_38", "Conv", "W8A16", "W8A8"),
+             ("unet/conv_in/conv2d", "Conv", "W8A16", "W8A16")]
+    layers = [Layer(name, op, [str(i)]) for i, (name, op, _, _) in enumerate(cases)]
+    new = resolve_policy(load_policy("default"), layers).precisions
+    old = resolve_policy(load_policy("recipe"), layers).precisions
+    assert [(la.name, new[la.name].value) for la in layers] == [(c[0], c[2]) for c in cases]
+    assert [(la.name, old[la.name].value) for la in layers] == [(c[0], c[3]) for c in cases]

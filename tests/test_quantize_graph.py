@@ -39,8 +39,9 @@ def _qdq_bits(model):
     return bits
 
 
-def test_default_policy_qdq_layout_on_unet(tiny_float_graphs, tiny_calibration, tmp_path):
-    qg, model, sqnr = _quantize(tiny_float_graphs, tiny_calibration, tmp_path, "unet", "default")
+def test_recipe_policy_qdq_layout_on_unet(tiny_float_graphs, tiny_calibration, tmp_path):
+    """The EdgeFusion recipe by op type (`recipe`: `default` without its outermost-level rule)."""
+    qg, model, sqnr = _quantize(tiny_float_graphs, tiny_calibration, tmp_path, "unet", "recipe")
     float_model = onnx.load(str(tiny_float_graphs["unet"]), load_external_data=False)
     n_softmax = sum(1 for n in float_model.graph.node if n.op_type == "Softmax")
     by_op = qg.qdq_by_op_type()
@@ -181,13 +182,13 @@ def test_unshare_biases_gives_each_reader_its_own_copy(tmp_path):
 
 def test_per_tensor_matmul_weights_where_a_device_needs_them(tiny_float_graphs, tiny_calibration, tmp_path):
     """``per_tensor_a16=["MatMul"]`` (snapdragon8gen3's profile): MatMul weights with a 16-bit input get one scale
-    and their int32 biases too; Conv stays per channel; an 8-bit input (``default``) keeps per-channel weights."""
+    and their int32 biases too; Conv stays per channel; an 8-bit input (``recipe``) keeps per-channel weights."""
     cal, ver = tiny_calibration
     feeds = [s.inputs for s in cal.samples["unet"]]
     fs = open_session(tiny_float_graphs["unet"])
     ref = [run_session(fs, s.inputs)[0] for s in ver.samples["unet"]]
     out = {}
-    for name, policy, ops in (("pc", "w8a16", ()), ("pt", "w8a16", ("MatMul",)), ("d", "default", ("MatMul",))):
+    for name, policy, ops in (("pc", "w8a16", ()), ("pt", "w8a16", ("MatMul",)), ("d", "recipe", ("MatMul",))):
         qg = quantize_graph(tiny_float_graphs["unet"], tmp_path / f"{name}.onnx", "unet", load_policy(policy), feeds,
                             per_tensor_a16=ops)
         qs = open_session(qg.path)

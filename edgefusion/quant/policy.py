@@ -5,6 +5,11 @@ Rule keys, tried in order, first match wins:
   ``"op:<Type>"``   layer op type (``Conv``, ``MatMul``, ``Softmax``, ``SiLU``, ``GroupNorm`` ... or any ONNX op)
   ``"<name>"``      exact layer name
   ``"_default"``    everything else (required)
+
+In a ``re:`` key, ``<list>\\.{last}`` stands for the highest index of ``<list>`` among the graph's layer names
+(``up_blocks\\.{last}`` is ``up_blocks\\.3`` in an SD UNet, ``up_blocks\\.1`` in the embedded one): the rules
+are bound to a graph's layers (:meth:`PolicySpec.bound`) before they are matched. With no such layer the key stays
+unbound and matches nothing (``unmatched_rules`` names it).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from edgefusion.resources import config_dir, shipped_names
 # paths) fit in 2 MiB; the pure-Python YAML parser read 10,000 rules (1.1 MiB) in 1.9 s on 2 busy cores.
 MAX_RULES = 10_000
 MAX_POLICY_BYTES = 2 * 2**20
+LAST = "{last}"
+_LAST_IN_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\\\.\{last\}")  # ``name\.{last}`` in a regex key
 
 
 class _Refused(Exception):
@@ -146,6 +153,21 @@ class PolicySpec:
             raise EdgeFusionError(f"{where} has no '_default' rule", "add '_default: W8A8' (or another precision) last")
         return cls(name=str(data.get("name", where)), rules=rules, description=str(data.get("description", "")))
 
+    def bound(self, layers: list[Layer]) -> "PolicySpec":
+        """This spec with every ``<list>\\.{last}`` in a ``re:`` key replaced by the highest index of ``<list>``
+        among ``layers``' names, ``layers`` being one graph's (a key whose list no layer has is left as written: it
+        matches nothing)."""
+        if not any(LAST in k for k, _ in self.rules):
+            return self
+        names = [la.name for la in layers]
+
+        def last_index(m: re.Match) -> str:
+            found = [int(x) for n in names for x in re.findall(rf"(?:^|[/.]){re.escape(m.group(1))}\.(\d+)[./]", n)]
+            return f"{m.group(1)}\\.{max(found)}" if found else m.group(0)
+
+        rules = [(_LAST_IN_KEY.sub(last_index, k) if k.startswith("re:") else k, p) for k, p in self.rules]
+        return PolicySpec(self.name, rules, self.description)
+
     def precision_for(self, layer: Layer) -> Precision:
         """The precision of the first rule matching ``layer``."""
         for key, prec in self.rules:
@@ -156,7 +178,15 @@ class PolicySpec:
     def unmatched_rules(self, layers: list[Layer]) -> list[str]:
         """The rules (``_default`` aside) that match none of ``layers`` (typos, or rules for another model)."""
         live = [la for la in layers if not la.passthrough]
-        return [k for k, _ in self.rules if k != "_default" and not any(rule_matches(k, la) for la in live)]
+        graphs: dict[str, list[Layer]] = {}  # ``{last}`` binds per graph (the VAE has up_blocks too)
+        for la in live:
+            graphs.setdefault(la.name.split("/", 1)[0], []).append(la)
+        matched: set[int] = set()
+        for members in graphs.values():
+            for i, (b, _) in enumerate(self.bound(members).rules):
+                if i not in matched and any(rule_matches(b, la) for la in members):
+                    matched.add(i)
+        return [k for i, (k, _) in enumerate(self.rules) if k != "_default" and i not in matched]
 
     def to_yaml(self) -> str:
         """YAML text a user can edit and pass back with --mpq-policy."""
@@ -230,8 +260,9 @@ class ResolvedPolicy:
 
 
 def resolve_policy(spec: PolicySpec, layers: list[Layer]) -> ResolvedPolicy:
-    """Apply ``spec`` to every non-passthrough layer."""
+    """Apply ``spec`` (bound to ``layers``, :meth:`PolicySpec.bound`) to every non-passthrough layer."""
     res = ResolvedPolicy(spec.name)
+    spec = spec.bound(layers)
     for layer in layers:
         if not layer.passthrough:
             res.precisions[layer.name] = spec.precision_for(layer)

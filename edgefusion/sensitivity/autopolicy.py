@@ -65,8 +65,8 @@ def policy_from_precisions(report: SensitivityReport, precisions: dict[str, Prec
                            description: str, template: str = "default") -> PolicySpec:
     """An editable policy: the template's rules for other components and locked layers, exact-name rules for the
     layers that differ from their op type's majority, one rule per op type, then ``_default``."""
-    base = load_policy(template)
     layers = report.layer_objects()
+    base = load_policy(template).bound(layers)
     keep = []  # template rules that match no UNet layer (other components) or pin a layer to FP32
     for key, prec in base.rules:
         if key == "_default":

@@ -215,7 +215,9 @@ class SensitivityReport:
 
     def resolve(self, spec: PolicySpec) -> dict[str, Precision]:
         """Layer precisions of a policy on this UNet (text-encoder / VAE rules do not apply here)."""
-        return {la.name: spec.precision_for(la) for la in self.layer_objects()}
+        layers = self.layer_objects()
+        spec = spec.bound(layers)
+        return {la.name: spec.precision_for(la) for la in layers}
 
     def cost_model(self):
         """The device latency table the report carries (ms per image), else the MAC/byte proxy."""

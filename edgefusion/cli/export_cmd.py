@@ -16,8 +16,8 @@ def add_parser(sub) -> None:
                    help="preset (tiny, sd-v1.5, bk-sdm-base, bk-sdm-small, bk-sdm-tiny) or a local diffusers "
                         "folder; default: the embedded default model")
     p.add_argument("--mpq-policy", default="default",
-                   help="policy preset (default, w8a8, w8a16, fp16), YAML path, or auto (per layer, from the UNet's "
-                        "sensitivity; see edgefusion profile)")
+                   help="policy preset (default, recipe, w8a8, w8a16, fp16), YAML path, or auto (per layer, from "
+                        "the UNet's sensitivity; see edgefusion profile)")
     p.add_argument("--target-sqnr", type=float, default=None, help="auto: cheapest policy with this UNet SQNR (dB)")
     p.add_argument("--latency-budget-ms", type=float, default=None,
                    help="auto: best quality within this UNet latency per image (ms on --device, from the latency "

@@ -1,8 +1,8 @@
-"""Fidelity of each calibration method, of the `default` policy's input rule and of a skip split, side by side.
+"""Fidelity of each calibration method, of the `recipe` policy's input rule, of `default` and of a skip split.
 
 Captures the export's calibration set (the model's own sampler, prompts and steps) and a held-out set of other
 prompts (seed + 10000, as the export's verification set), exports the float graphs once, then quantizes each
-graph under each policy with each range method (the `default` policy also without its conv_in rule, and with a
+graph under each policy with each range method (the `recipe` policy also without its conv_in rule, and with a
 skip split: the UNet's convolutions that read a skip concatenation split over its two halves, 16-bit partial sums,
 the concatenation FP16; not in the export, README "Fidelity") and prints the SQNR against the float graph on the
 held-out samples (pooled, and per denoising step for the UNet), with the factors the method chose.
@@ -99,16 +99,17 @@ def main(argv=None) -> int:
           f"samples ({args.calib_prompts} prompts x {info['steps']} steps), held out {info['held']['unet']} / "
           f"{info['held']['text_encoder']} ({args.heldout_prompts} other prompts)\n")
     methods = args.methods.split(",")
-    default = load_policy("default")
-    no_rule = load_policy("default")
+    recipe = load_policy("recipe")  # `default` without its outermost-level rules
+    no_rule = load_policy("recipe")
     no_rule.rules = [(k, p) for k, p in no_rule.rules if k != "re:^unet/conv_in/"]
-    no_rule.name = "default without the conv_in rule"
-    split = load_policy("default")
+    no_rule.name = "recipe without the conv_in rule"
+    split = load_policy("recipe")
     at = next(i for i, (k, _) in enumerate(split.rules) if not k.startswith("re:^unet/"))  # after the UNet rules
     split.rules.insert(at, ("op:Concat", Precision.FP16))  # the halves are not requantized for the norm
-    split.name = "default + skip split"
+    split.name = "recipe + skip split"
     cases = ([("unet", load_policy(p), None) for p in ("w8a8", "w8a16")]
-             + [("unet", no_rule, None), ("unet", default, None), ("unet", split, "unet_split")])
+             + [("unet", no_rule, None), ("unet", recipe, None), ("unet", load_policy("default"), None),
+                ("unet", split, "unet_split")])
     te = [("text_encoder", load_policy(p), None) for p in ("w8a8", "w8a16")]
     head = f"{'graph':<13}{'policy':<34}{'method':<10}{'SQNR dB':>8}  {'first/mid/last step dB':<24}{'factors':<18}"
     print(head)

@@ -22,7 +22,10 @@ WHY = QNN.unavailable_reason()
 if WHY and os.environ.get("EDGEFUSION_REQUIRE_QNN") == "1":
     raise RuntimeError(f"EDGEFUSION_REQUIRE_QNN=1 but the QNN backend cannot run: {WHY}")
 needs_qnn = pytest.mark.skipif(WHY is not None, reason=f"QNN backend unavailable: {WHY}")
-POLICIES = ("default", "w8a16", "fp16")
+POLICIES = ("default", "w8a16", "fp16", "mixed_widths")
+# a 16-bit block beside 8-bit layers: compiles only because the planner promotes the weighted layers on its edges
+SPECS = {"mixed_widths": str(Path(__file__).parent / "policies" / "mixed_widths.yaml")}
+FP16_UNET_NORMS = ("default", "mixed_widths")  # policies whose UNet keeps FP16 norms and SiLU between integer layers
 
 
 def test_backend_is_a_plugin_that_measures_no_latency():
@@ -48,13 +51,14 @@ def test_backend_choice_is_checked_before_work():
 
 @pytest.fixture(scope="module")
 def qnn_exports(tmp_path_factory) -> dict[str, Path]:
-    """The tiny preset exported for snapdragon8gen3 with the QNN step, under each target policy."""
+    """The tiny preset exported for snapdragon8gen3 with the QNN step, under each target policy (and a mixed-width
+    test policy, whose manifest must list the promoted layers)."""
     from edgefusion.export.run_export import export
 
     root = tmp_path_factory.mktemp("qnn")
     for policy in POLICIES:
-        export(model="tiny", mpq_policy=policy, device="snapdragon8gen3", backend="qnn", out=root / policy,
-               calib_prompts=2, calib_steps=2, verify_prompts=1, htp_samples=2, progress=False)
+        export(model="tiny", mpq_policy=SPECS.get(policy, policy), device="snapdragon8gen3", backend="qnn",
+               out=root / policy, calib_prompts=2, calib_steps=2, verify_prompts=1, htp_samples=2, progress=False)
     return {p: root / p for p in POLICIES}
 
 
@@ -62,9 +66,12 @@ def qnn_exports(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("policy", POLICIES)
 def test_every_graph_compiles_for_htp_v75(qnn_exports, policy):
     d = qnn_exports[policy]
-    q = json.loads((d / "manifest.json").read_text())["qnn"]
+    manifest = json.loads((d / "manifest.json").read_text())
+    q = manifest["qnn"]
     assert q["provider_options"]["soc_model"] == "57" and q["provider_options"]["htp_arch"] == "75"
     assert (q["graphs_compiled"], q["graphs_total"], q["cpu_nodes"]) == (3, 3, 0), q
+    promoted = manifest["components"]["unet"]["plan"]["promoted_layers"]
+    assert bool(promoted) == (policy == "mixed_widths"), promoted  # default names its edge layers itself
     for comp, rec in q["components"].items():
         for g in rec["graphs"]:
             assert g["compiled"] and g["cpu_nodes"] == 0 and g["blocking_op_types"] == {}
@@ -73,16 +80,16 @@ def test_every_graph_compiles_for_htp_v75(qnn_exports, policy):
                 assert (d / f).is_file() and (d / f).stat().st_size > 0
             ctx = onnx.load(str(d / g["context_files"][0].replace("_qnn.bin", ".onnx")), load_external_data=False)
             assert {n.op_type for n in ctx.graph.node} == {"EPContext"}
-            if comp != "unet" and policy in ("default", "fp16") or policy == "fp16":  # no integer tensor
+            if comp != "unet" and policy in (*FP16_UNET_NORMS, "fp16") or policy == "fp16":  # no integer tensor
                 assert g["htp_form"] == "float16" and g["cast_nodes_removed"] > 0, g
-            elif policy == "default":  # the UNet's FP16 norms and SiLU between integer layers
+            elif policy in FP16_UNET_NORMS:  # the UNet's FP16 norms and SiLU between integer layers
                 assert g["htp_form"] == "fp16 rounding removed" and g["cast_nodes_removed"] > 0, g
             else:
                 assert g["htp_form"] == "as exported", g
             assert g["qnn_op_counts"].get("Cast", 0) <= 4, g  # no rounding pairs; I/O casts may stay
             if policy == "w8a16":  # integer norms, SiLU and GELU run as integer ops (no float island)
                 assert not {"GroupNorm", "LayerNorm", "InstanceNorm", "Sigmoid", "Gelu"} & set(g["qnn_float_ops"]), g
-            elif policy == "default" and comp == "unet":  # FP16 norms and SiLU stay float, as the policy says
+            elif policy in FP16_UNET_NORMS and comp == "unet":  # FP16 norms and SiLU stay float, as the policy says
                 assert {"GroupNorm", "Sigmoid"} <= set(g["qnn_float_ops"]), g
         assert 1 <= rec["verify_samples"] <= 2 and rec["htp_outputs_finite"]
         for key in ("htp_vs_cpu_sqnr_db", "htp_vs_torch_sqnr_db", "cpu_vs_torch_sqnr_db"):

@@ -213,3 +213,115 @@ def test_per_tensor_matmul_weights_where_a_device_needs_them(tiny_float_graphs, 
     assert biases and all(list(inits[b + "_scale"].dims) == [] for b in biases)
     assert abs(sqnr - out["pc"][2]) < 3.0, (sqnr, out["pc"][2])  # one scale per weight costs little here
     assert out["d"][0].plan.summary()["int8_weights_per_tensor"] == 0  # 8-bit inputs: per channel as before
+
+
+def _weighted_widths(model, qg):
+    """Per integer weighted layer (Conv/Gemm/Linear with int8 weights): the activation widths it reads and writes,
+    from the plan, following reads through reshapes/transposes up to the tensor whose QDQ the op reads."""
+    from edgefusion.quant.graph_index import GraphIndex
+    from edgefusion.quant.plan import WEIGHTED_LAYER_TYPES
+    from edgefusion.quant.weight_handlers import weight_slots
+
+    idx = GraphIndex.build(model)
+    nodes = {n.name: n for n in model.graph.node}
+    out = {}
+    for layer in qg.layers:
+        p = qg.resolved.precisions.get(layer.name)
+        members = [nodes[n] for n in layer.nodes if n in nodes]
+        if (p is None or not p.is_integer or layer.op_type not in WEIGHTED_LAYER_TYPES
+                or not any(weight_slots(n, idx) for n in members)):
+            continue
+        produced = {o for n in members for o in n.output}
+        widths = set()
+        for n in members:
+            for t in n.input:
+                if t in idx.activations and t not in produced:
+                    while t not in qg.plan.act_bits and t in idx.producer and idx.producer[t].op_type in (
+                            "Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Flatten"):
+                        t = idx.producer[t].input[0]
+                    widths.add(qg.plan.act_bits.get(t))
+            for o in n.output:
+                if o in qg.plan.act_bits and any(c.name not in layer.nodes for c in idx.consumers.get(o, [])):
+                    widths.add(qg.plan.act_bits[o])
+        out[layer.name] = widths
+    return out
+
+
+def test_weighted_layers_read_and_write_one_width(tiny_float_graphs, tiny_calibration, tmp_path):
+    """A 16-bit block next to 8-bit layers (tests/policies/mixed_widths.yaml): the planner promotes the W8A8
+    weighted layers that touch a 16-bit tensor (Qualcomm's HTP leaves a Conv/Gemm/Linear with mixed input and
+    output widths on the CPU), the result lists them as W8A16, and the manifest's plan summary names them."""
+    from pathlib import Path
+
+    cal, _ = tiny_calibration
+    policy = Path(__file__).parent / "policies" / "mixed_widths.yaml"
+    feeds = [s.inputs for s in cal.samples["unet"]]
+    qg = quantize_graph(tiny_float_graphs["unet"], tmp_path / "mixed.onnx", "unet", load_policy(str(policy)), feeds,
+                        method="minmax")
+    model = onnx.load(str(tiny_float_graphs["unet"]), load_external_data=False)
+    widths = _weighted_widths(model, qg)
+    assert widths and all(len(w) == 1 and None not in w for w in widths.values()), \
+        {k: v for k, v in widths.items() if len(v) != 1 or None in v}
+    promoted = qg.plan.promoted
+    assert any("conv_shortcut" in n for n in promoted), promoted  # reads the 16-bit block's output
+    assert all(qg.resolved.precisions[n].value == "W8A16" for n in promoted)
+    assert qg.plan.summary()["promoted_layers"] == sorted(promoted)
+    assert not quantize_graph(tiny_float_graphs["unet"], tmp_path / "w8a8.onnx", "unet", load_policy("w8a8"),
+                              feeds, method="minmax").plan.promoted  # one width everywhere: nothing to promote
+
+
+def test_integer_layers_behind_a_computed_reshape_get_int32_biases():
+    """In the weight-free graphs the latency model plans (``build_skeletons``), a transformer's ``proj_out`` reads
+    its input through a reshape whose shape is computed: a layer of its own (op type Concat), whose output is
+    quantized because ``proj_out`` reads it. With that layer and the residual adds FP16 (as ``auto`` picked on the
+    embedded model), the bias's input must be the reshape's output: it was looked up past it, at the add, which is
+    not quantized there, so the bias stayed float."""
+    from edgefusion.latency.skeleton import build_skeletons
+    from edgefusion.models.source import resolve_model_source
+    from edgefusion.quant.graph_index import GraphIndex
+    from edgefusion.quant.layers import find_layers
+    from edgefusion.quant.plan import plan_quantization
+    from edgefusion.quant.policy import PolicySpec, resolve_policy
+    from edgefusion.quant.precision import Precision
+    from edgefusion.quant.weight_handlers import bias_slot
+
+    model = build_skeletons(resolve_model_source("tiny"), components=("unet",))["unet"]
+    spec = PolicySpec("adds_fp16", [("op:Add", Precision.FP16), ("op:Concat", Precision.FP16),
+                                    ("re:^unet/time_proj/", Precision.FP32), ("_default", Precision.W8A8)])
+    layers = find_layers(model, "unet")
+    idx = GraphIndex.build(model)
+    plan = plan_quantization(model, layers, resolve_policy(spec, layers), idx)
+    nodes = {n.name: n for n in model.graph.node}
+    proj = [nodes[n] for la in layers if "proj_out" in la.name for n in la.nodes if nodes[n].op_type == "Conv"]
+    assert proj
+    behind_reshape = 0
+    for node in proj:
+        bias = node.input[bias_slot(node, idx)]
+        assert bias in plan.int32_biases, bias
+        source = plan.int32_biases[bias][0]
+        assert source in plan.act_bits
+        behind_reshape += idx.producer[source].op_type == "Reshape"
+    assert behind_reshape  # the case this test is about is present in the graph
+
+
+def test_default_names_the_layers_the_planner_would_promote(tiny_float_graphs):
+    """``default``'s shortcut and time-projection rules name layers the one-width rule promotes anyway: on an
+    exported graph the plan is the same without them (they keep the file, and the latency model's weight-free
+    graphs, saying what runs at 16 bits), and with them nothing is left to promote."""
+    from edgefusion.quant.graph_index import GraphIndex
+    from edgefusion.quant.layers import find_layers
+    from edgefusion.quant.plan import plan_quantization
+    from edgefusion.quant.policy import PolicySpec, resolve_policy
+
+    model = onnx.load(str(tiny_float_graphs["unet"]), load_external_data=False)
+    layers, idx = find_layers(model, "unet"), GraphIndex.build(model)
+    spec = load_policy("default")
+    trimmed = PolicySpec("trimmed", [(k, p) for k, p in spec.rules
+                                     if "conv_shortcut" not in k and "time_emb_proj" not in k], spec.description)
+    assert len(trimmed.rules) == len(spec.rules) - 2
+    full = plan_quantization(model, layers, resolve_policy(spec, layers), idx)
+    res = resolve_policy(trimmed, layers)
+    plan = plan_quantization(model, layers, res, idx)
+    assert not full.promoted and plan.promoted
+    assert plan.act_bits == full.act_bits and plan.int32_biases == full.int32_biases
+    assert {**res.precisions, **plan.promoted} == resolve_policy(spec, layers).precisions

@@ -7,6 +7,7 @@ and inside the issue's 1.5 dB.
 """
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +28,9 @@ from edgefusion.sensitivity.torch_graph import TorchGraph
 def tiny_sim(tiny_float_graphs, tiny_calibration):
     cal, ver = tiny_calibration
     return Simulator(tiny_float_graphs["unet"], "unet", ver.samples["unet"], cal.samples["unet"])
+
+
+MIXED_WIDTHS = str(Path(__file__).parent / "policies" / "mixed_widths.yaml")
 
 
 def _random_policy(sim, seed):
@@ -52,17 +56,21 @@ def test_interpreter_matches_onnxruntime_and_batches(tiny_float_graphs, tiny_cal
 
 
 def test_site_plans_equal_the_exporters_plans(tiny_sim):
-    specs = [load_policy(p) for p in ("default", "w8a8", "w8a16", "fp16")] + [_random_policy(tiny_sim, s)
-                                                                            for s in range(5)]
+    specs = [load_policy(p) for p in ("default", "w8a8", "w8a16", "fp16", MIXED_WIDTHS)] + \
+        [_random_policy(tiny_sim, s) for s in range(5)]
+    promotions = 0
     for spec in specs:
         resolved = tiny_sim.resolve(spec)
         ref = plan_quantization(tiny_sim.structure, tiny_sim.layers, resolved, tiny_sim.index)
         mine = tiny_sim.plan(resolved.precisions)
+        assert mine.promoted == ref.promoted, spec.name
+        promotions += len(ref.promoted)
         assert mine.act_bits == ref.act_bits, spec.name
         assert sorted(mine.fp16_tensors) == sorted(ref.fp16_tensors), spec.name
         assert mine.int8_weights == ref.int8_weights, spec.name
         assert mine.fp16_weights == ref.fp16_weights, spec.name
         assert mine.int32_biases == ref.int32_biases and mine.const_bits == ref.const_bits, spec.name
+    assert promotions > 0  # the one-width rule was exercised
 
 
 @pytest.mark.parametrize("policy", ["default", "w8a8", "random"])

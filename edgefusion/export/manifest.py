@@ -14,7 +14,7 @@ class ComponentRecord:
     file: str
     bytes: int
     layers: dict[str, dict[str, int]]  # op type -> precision -> count
-    plan: dict[str, int]
+    plan: dict[str, int | list[str]]  # QuantPlan.summary(): counts, and the promoted layers by name
     node_counts: dict[str, int]  # QuantizeLinear / DequantizeLinear / Cast in the written graph
     qdq_by_op_type: dict[str, dict[str, int]]  # layer op type -> {"8": n, "16": n} activation QDQ pairs it owns
     float_vs_torch_sqnr_db: float

@@ -23,6 +23,11 @@ def format_summary(m: ExportManifest, out: str | None = None) -> str:
         lines.append(f"{name:<13}{c.bytes / 1e6:>8.1f}  {per['W8A8']:>5} {per['W8A16']:>5} {per['FP16']:>5} "
                      f"{per['FP32']:>5}  {c.node_counts['QuantizeLinear']:>4}/{c.node_counts['DequantizeLinear']:<4}"
                      f"  {c.float_vs_torch_sqnr_db:>8.1f}dB {c.quant_vs_torch_sqnr_db:>8.1f}dB")
+    promoted = {k: len((c.plan or {}).get("promoted_layers") or []) for k, c in m.components.items()}
+    if any(promoted.values()):
+        lines.append("promoted to W8A16 (a Conv/Gemm/Linear reads and writes one width): "
+                     + ", ".join(f"{k} {n} layers" for k, n in promoted.items() if n)
+                     + "; names in the manifest (components.<graph>.plan.promoted_layers)")
     e = m.end_to_end
     lines += ["", f"image PSNR vs PyTorch float ({e.get('steps')} steps): float ONNX "
                   f"{e.get('float_onnx_vs_torch_psnr_db')} dB, quantized {e.get('quantized_vs_torch_psnr_db')} dB",

@@ -4,6 +4,10 @@ Rules (an NPU's view of a mixed-precision graph):
 * A tensor on a layer boundary is quantized once, right after its producer, at the widest integer width asked for
   by its producer and its integer consumers (so the logits entering a W8A16 softmax are 16-bit even though the
   MatMul producing them is W8A8, and the probabilities leave at 16 bits into the next MatMul).
+* A weighted layer (Conv, Gemm, Linear with int8 weights) reads and writes one width: a W8A8 one with a 16-bit
+  boundary tensor (a neighbour asked for it) is *promoted* to W8A16, until no such layer is left
+  (:func:`settle_widths`). Qualcomm's HTP rejects a weighted layer whose input and output widths differ and leaves
+  its weight ``DequantizeLinear`` on the CPU; a promotion only adds precision. ``QuantPlan.promoted`` lists them.
 * Passthrough ops (reshape, transpose, slice ...) are transparent: their consumers' requests reach the source tensor.
 * A boundary tensor of an FP16 layer that no integer neighbour asks for is rounded through float16.
 * Weights of integer layers are int8, symmetric, per output channel (per tensor for the op types a device lists in
@@ -35,6 +39,8 @@ from edgefusion.quant.policy import ResolvedPolicy
 from edgefusion.quant.precision import Precision
 from edgefusion.quant.weight_handlers import bias_slot, fp16_weight_inputs, is_float_init, weight_slots
 
+# layers of these types with int8 weights read and write one activation width (see the module's rules)
+WEIGHTED_LAYER_TYPES = frozenset({"Conv", "Gemm", "MatMul"})
 # integer layers of these types have every tensor inside them quantized (an NPU runs their ops one by one)
 CHAINED_LAYER_TYPES = frozenset({"SiLU", "GELU", "GroupNorm", "LayerNorm"})
 NORM_LAYER_TYPES = frozenset({"GroupNorm", "LayerNorm"})
@@ -52,6 +58,7 @@ class QuantPlan:
     fp16_weights: list[str] = field(default_factory=list)
     int32_biases: dict[str, tuple[str, str]] = field(default_factory=dict)  # bias -> (input activation, weight)
     const_bits: dict[str, int] = field(default_factory=dict)  # initializer -> bits (uint, asymmetric per tensor)
+    promoted: dict[str, Precision] = field(default_factory=dict)  # layer -> the precision it was promoted to
 
     def summary(self) -> dict:
         """Counts for the manifest."""
@@ -60,13 +67,15 @@ class QuantPlan:
                 "fp16_rounded_tensors": len(self.fp16_tensors), "int8_weights": len(self.int8_weights),
                 "int8_weights_per_tensor": sum(1 for a in self.int8_weights.values() if a is None),
                 "fp16_weights": len(self.fp16_weights), "int32_biases": len(self.int32_biases),
-                "uint_constants": len(self.const_bits)}
+                "uint_constants": len(self.const_bits), "promoted_layers": sorted(self.promoted)}
 
 
-def quantized_source(tensor: str, idx: GraphIndex) -> str:
-    """The tensor whose QDQ an op input reads: ``tensor`` followed up through reshapes/transposes/slices."""
+def quantized_source(tensor: str, idx: GraphIndex, stop: set[str] | frozenset[str] = frozenset()) -> str:
+    """The tensor whose QDQ an op input reads: ``tensor`` followed up through reshapes/transposes/slices, stopping
+    at a tensor in ``stop`` (the layer-boundary tensors: a reshape that is a layer of its own, e.g. one whose shape is
+    computed, has its output quantized, and that is what the op reads)."""
     node = idx.producer.get(tensor)
-    while node is not None and node.op_type in PASSTHROUGH_OPS and node.input:
+    while tensor not in stop and node is not None and node.op_type in PASSTHROUGH_OPS and node.input:
         tensor = node.input[0]
         node = idx.producer.get(tensor)
     return tensor
@@ -86,18 +95,20 @@ def layer_constants(nodes: list[onnx.NodeProto], idx: GraphIndex, op_type: str) 
             if node.op_type == "LayerNormalization" and len(node.input) > 1 and is_float_init(node.input[1], idx)]
 
 
-def layer_biases(nodes: list[onnx.NodeProto], idx: GraphIndex) -> list[tuple[str, str, str]]:
+def layer_biases(nodes: list[onnx.NodeProto], idx: GraphIndex,
+                 stop: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, str, str]]:
     """``(bias, input activation, weight)`` of the integer-capable ops among a layer's ``nodes``: the bias input
     of Conv/Gemm, or the 1-D constant added to a MatMul's output (a Linear layer), when the op has an int8 weight;
     the bias of a ``LayerNormalization`` with a float scale (quantized with that scale, :func:`layer_constants`).
     A bias other nodes read too stays float: its int32 form would carry this layer's scale into them (the export
-    gives every bias its own initializer first, ``edgefusion.graph.unshare_biases``)."""
+    gives every bias its own initializer first, ``edgefusion.graph.unshare_biases``). ``stop``: the boundary tensors
+    (:func:`quantized_source`)."""
     out = []
     weighted = {}
     for node in nodes:
         if (node.op_type == "LayerNormalization" and len(node.input) > 2 and is_float_init(node.input[1], idx)
                 and is_float_init(node.input[2], idx) and len(idx.consumers.get(node.input[2], [])) == 1):
-            out.append((node.input[2], quantized_source(node.input[0], idx), node.input[1]))
+            out.append((node.input[2], quantized_source(node.input[0], idx, stop), node.input[1]))
             continue
         slots = weight_slots(node, idx)
         if not slots:
@@ -105,7 +116,7 @@ def layer_biases(nodes: list[onnx.NodeProto], idx: GraphIndex) -> list[tuple[str
         weighted[node.output[0]] = node
         b = bias_slot(node, idx)
         if b is not None and len(idx.consumers.get(node.input[b], [])) == 1:
-            out.append((node.input[b], quantized_source(node.input[0], idx), node.input[slots[0][0]]))
+            out.append((node.input[b], quantized_source(node.input[0], idx, stop), node.input[slots[0][0]]))
     for node in nodes:
         if node.op_type != "Add" or len(node.input) != 2:
             continue
@@ -114,7 +125,7 @@ def layer_biases(nodes: list[onnx.NodeProto], idx: GraphIndex) -> list[tuple[str
             if (mm is not None and mm.op_type == "MatMul" and c in idx.initializers
                     and idx.elem_type.get(c) == onnx.TensorProto.FLOAT and len(idx.initializers[c].dims) == 1
                     and len(idx.consumers.get(c, [])) == 1):
-                out.append((c, quantized_source(mm.input[0], idx), mm.input[1]))
+                out.append((c, quantized_source(mm.input[0], idx, stop), mm.input[1]))
                 break
     return out
 
@@ -129,10 +140,14 @@ def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: Res
         for n in layer.nodes:
             layer_of[n] = layer
 
-    def precision(layer: Layer | None) -> Precision | None:
-        return None if layer is None or layer.passthrough else resolved.precisions.get(layer.name)
+    promoted: dict[str, Precision] = {}
 
-    def consumer_bits(tensor: str, own: Layer | None, seen: set[str]) -> list[tuple[int, str]]:
+    def precision(layer: Layer | None) -> Precision | None:
+        if layer is None or layer.passthrough:
+            return None
+        return promoted.get(layer.name) or resolved.precisions.get(layer.name)
+
+    def consumer_layers(tensor: str, own: Layer | None, seen: set[str]) -> list[Layer]:
         out = []
         for node in idx.consumers.get(tensor, []):
             layer = layer_of[node.name]
@@ -142,16 +157,14 @@ def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: Res
                 for o in node.output:
                     if o in idx.activations and o not in seen:
                         seen.add(o)
-                        out += consumer_bits(o, own, seen)
+                        out += consumer_layers(o, own, seen)
                 continue
-            p = precision(layer)
-            if p is not None and p.is_integer and tensor in idx.activations:
-                out.append((p.activation_bits, layer.name))
+            out.append(layer)
         return out
 
-    plan = QuantPlan()
     nodes_by_name = {n.name: n for n in model.graph.node}
     boundary: list[tuple[str, Layer | None]] = [(t, None) for t in idx.graph_inputs]
+    inside: list[tuple[str, Layer, bool]] = []  # (tensor, layer, is a partial sum) quantized inside their layer
     for layer in layers:
         if layer.passthrough:
             continue
@@ -164,29 +177,49 @@ def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: Res
                 if external or o in idx.graph_outputs:
                     boundary.append((o, layer))
                 elif is_partial_sum(node) and o in idx.activations:
-                    p = precision(layer)
-                    if p is not None and p.is_integer:
-                        plan.act_bits[o], plan.act_owner[o] = 16, layer.name
-                    elif p is Precision.FP16:
-                        plan.fp16_tensors.append(o)
+                    inside.append((o, layer, True))
                 elif is_internal(node, layer) and o in idx.activations:
-                    p = precision(layer)
-                    if p is not None and p.is_integer:
-                        plan.act_bits[o], plan.act_owner[o] = p.activation_bits, layer.name
-    for tensor, layer in boundary:
-        if tensor not in idx.activations:
-            continue
-        requests = consumer_bits(tensor, layer, {tensor})
-        p = precision(layer)
-        if p is not None and p.is_integer:
-            requests.append((p.activation_bits, layer.name))
-        if requests:
-            own = layer.name if layer is not None else None
-            bits, owner = max(requests, key=lambda r: (r[0], r[1] == own, r[1]))  # ties: the producer owns it
-            plan.act_bits[tensor] = bits
-            plan.act_owner[tensor] = owner
-        elif p is Precision.FP16:
-            plan.fp16_tensors.append(tensor)
+                    inside.append((o, layer, False))
+    boundary = [(t, layer) for t, layer in boundary if t in idx.activations]
+    readers = {t: consumer_layers(t, layer, {t}) for t, layer in boundary}
+
+    def assign() -> QuantPlan:
+        plan = QuantPlan()
+        for o, layer, partial in inside:
+            p = precision(layer)
+            if partial and p is not None and p.is_integer:
+                plan.act_bits[o], plan.act_owner[o] = 16, layer.name
+            elif partial and p is Precision.FP16:
+                plan.fp16_tensors.append(o)
+            elif not partial and p is not None and p.is_integer:
+                plan.act_bits[o], plan.act_owner[o] = p.activation_bits, layer.name
+        for tensor, layer in boundary:
+            requests = [(q.activation_bits, c.name) for c in readers[tensor]
+                        if (q := precision(c)) is not None and q.is_integer]
+            p = precision(layer)
+            if p is not None and p.is_integer:
+                requests.append((p.activation_bits, layer.name))
+            if requests:
+                own = layer.name if layer is not None else None
+                bits, owner = max(requests, key=lambda r: (r[0], r[1] == own, r[1]))  # ties: the producer owns it
+                plan.act_bits[tensor] = bits
+                plan.act_owner[tensor] = owner
+            elif p is Precision.FP16:
+                plan.fp16_tensors.append(tensor)
+        return plan
+
+    weighted = {layer.name for layer in layers if not layer.passthrough and layer.op_type in WEIGHTED_LAYER_TYPES
+                and any(weight_slots(nodes_by_name[n], idx) for n in layer.nodes)}
+    while True:  # promote W8A8 weighted layers touching a 16-bit boundary tensor, until none is left
+        plan = assign()
+        wider = {c.name for t, layer in boundary if plan.act_bits.get(t) == 16
+                 for c in [*readers[t], *([layer] if layer is not None else [])]
+                 if c.name in weighted and precision(c) is Precision.W8A8}
+        if not wider:
+            break
+        promoted.update(dict.fromkeys(wider, Precision.W8A16))
+    plan.promoted = dict(sorted(promoted.items()))
+    stop = frozenset(t for t, _ in boundary)
 
     for layer in layers:
         p = precision(layer)
@@ -194,14 +227,14 @@ def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: Res
             continue
         if p.is_integer:
             members = [nodes_by_name[n] for n in layer.nodes]
-            for bias, source, weight in layer_biases(members, idx):
+            for bias, source, weight in layer_biases(members, idx, stop):
                 plan.int32_biases[bias] = (source, weight)
             for const, bits in layer_constants(members, idx, layer.op_type):
                 plan.const_bits.setdefault(const, bits)
         for node in (nodes_by_name[n] for n in layer.nodes):
             if p.is_integer:
                 a16 = node.op_type in per_tensor_a16 and \
-                    plan.act_bits.get(quantized_source(node.input[0], idx)) == 16
+                    plan.act_bits.get(quantized_source(node.input[0], idx, stop)) == 16
                 for slot, axis in weight_slots(node, idx):
                     plan.int8_weights.setdefault(node.input[slot], None if a16 else axis)
             else:

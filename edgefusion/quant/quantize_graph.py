@@ -59,7 +59,8 @@ def quantize_graph(float_path: Path, out_path: Path, component: str, spec: Polic
                    per_tensor_a16: Sequence[str] = ()) -> QuantizedGraph:
     """Resolve ``spec`` on the graph's layers, estimate ranges over ``feeds`` with ``method`` (None: the default;
     ``groups``: the prompt each feed came from, None: all from one) and write the QDQ graph. ``per_tensor_a16``:
-    op types whose weights are per tensor when their input is 16-bit (the device profile's ``weights``)."""
+    op types whose weights are per tensor when their input is 16-bit (the device profile's ``weights``). The
+    result's ``resolved`` precisions include the plan's promotions (``plan.promoted``)."""
     float_path = Path(float_path)
     model = prepare_float_graph(float_path)
     layers = find_layers(model, component)
@@ -72,6 +73,8 @@ def quantize_graph(float_path: Path, out_path: Path, component: str, spec: Polic
             onnx.save(model, str(source))
             layers = rewritten  # the same names: ``resolved`` still applies
         plan = plan_quantization(model, layers, resolved, GraphIndex.build(model), frozenset(per_tensor_a16))
+        if plan.promoted:  # what runs: weighted layers promoted to one width (quant/plan.py)
+            resolved = ResolvedPolicy(resolved.policy, {**resolved.precisions, **plan.promoted}, resolved.op_types)
         del model
         rule = estimate_ranges(source, plan, feeds, groups, method, progress=progress,
                                desc=f"{component} ranges") if plan.act_bits else None

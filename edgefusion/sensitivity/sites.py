@@ -17,7 +17,8 @@ import onnx
 from edgefusion.graph.split_concat_convs import is_partial_sum
 from edgefusion.quant.graph_index import GraphIndex
 from edgefusion.quant.layers import Layer
-from edgefusion.quant.plan import QuantPlan, is_internal, layer_biases, layer_constants, usable_biases
+from edgefusion.quant.plan import (WEIGHTED_LAYER_TYPES, QuantPlan, is_internal, layer_biases, layer_constants,
+                                  usable_biases)
 from edgefusion.quant.precision import Precision
 from edgefusion.quant.weight_handlers import fp16_weight_inputs, weight_slots
 
@@ -83,6 +84,7 @@ class QuantSites:
                         boundary.append((o, layer, "accumulator"))
                     elif o and is_internal(node, layer):
                         boundary.append((o, layer, "internal"))
+        stop = frozenset(t for t, _, inside in boundary if not inside and t in idx.activations)
         for tensor, layer, inside in boundary:
             if tensor not in idx.activations:
                 continue
@@ -102,7 +104,7 @@ class QuantSites:
             out.int8_slots[layer.name] = slots
             out.float_inits[layer.name] = inits
             members = [nodes_by_name[n] for n in layer.nodes]
-            biases = layer_biases(members, idx)
+            biases = layer_biases(members, idx, stop)
             if biases:
                 out.bias_slots[layer.name] = biases
             consts = layer_constants(members, idx, layer.op_type)
@@ -147,9 +149,26 @@ class QuantSites:
             return max(bits)
         return "fp16" if prod is Precision.FP16 else None
 
+    def settle(self, precisions: dict[str, Precision]) -> dict[str, Precision]:
+        """``precisions`` with the exporter's promotions (``quant/plan.py``): a W8A8 layer with int8 weights that
+        reads or writes a 16-bit boundary tensor becomes W8A16, until none is left."""
+        weighted = {n for n, slots in self.int8_slots.items() if slots and self.op_types.get(n) in WEIGHTED_LAYER_TYPES}
+        out = dict(precisions)
+        while True:
+            wider = {n for site in self.sites if not (site.accumulator or site.internal)
+                     and self.site_treatment(site, out) == 16
+                     for n in [*site.consumers, *([site.producer] if site.producer else [])]
+                     if n in weighted and out.get(n) is Precision.W8A8}
+            if not wider:
+                return out
+            out.update(dict.fromkeys(wider, Precision.W8A16))
+
     def plan(self, precisions: dict[str, Precision]) -> QuantPlan:
-        """The :class:`QuantPlan` the exporter would build for these layer precisions (owners not tracked)."""
-        plan = QuantPlan()
+        """The :class:`QuantPlan` the exporter would build for these layer precisions (owners not tracked; the
+        promotions of :meth:`settle` applied)."""
+        settled = self.settle(precisions)
+        plan = QuantPlan(promoted=dict(sorted((n, p) for n, p in settled.items() if precisions.get(n) is not p)))
+        precisions = settled
         for site in self.sites:
             t = self.site_treatment(site, precisions)
             if t == "fp16":

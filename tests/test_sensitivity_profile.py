@@ -137,6 +137,8 @@ def test_targets_out_of_reach_name_the_best_reachable(tiny_report):
     high = choose_auto_policy(report, target_sqnr=45)
     assert 30 <= low.predicted_db and 45 <= high.predicted_db and low.cost <= high.cost
     assert all(p is Precision.FP32 for n, p in low.precisions.items() if n.startswith("unet/time_proj/"))
+    for pick in (low, high):  # settled: the policy names what the export runs (no promotion left to the planner)
+        assert report.sites.settle(pick.precisions) == pick.precisions
 
 
 def test_interrupted_sweep_resumes(tiny_float_graphs, tiny_calibration, tmp_path, monkeypatch,

@@ -218,6 +218,7 @@ def choose_auto_policy(report: SensitivityReport, target_sqnr: float | None = No
         extra = [fr.assignment(p) for p in _whole_fits(fr.pareto, fr.assignment, whole_of, target["value"])]
     unique: dict[tuple, dict[str, Precision]] = {}
     for prec in pool + [fr.assignment(p) for p in order[:MAX_TRIES]] + extra + list(presets.values()):
+        prec = report.sites.settle(prec)  # what the exporter runs (promotions, quant/plan.py): priced and written
         unique.setdefault(tuple(sorted((n, p.value) for n, p in prec.items())), prec)
     cands = [(prec, db(float(nm.noise_of(prec).sum())), cost_of(prec)) for prec in unique.values()]
     if whole_cost is not None:  # a few dozen candidates at most: the whole model prices each (~1 s on sd-v1.5)

@@ -5,9 +5,10 @@ Rules (an NPU's view of a mixed-precision graph):
   by its producer and its integer consumers (so the logits entering a W8A16 softmax are 16-bit even though the
   MatMul producing them is W8A8, and the probabilities leave at 16 bits into the next MatMul).
 * A weighted layer (Conv, Gemm, Linear with int8 weights) reads and writes one width: a W8A8 one with a 16-bit
-  boundary tensor (a neighbour asked for it) is *promoted* to W8A16, until no such layer is left
-  (:func:`settle_widths`). Qualcomm's HTP rejects a weighted layer whose input and output widths differ and leaves
-  its weight ``DequantizeLinear`` on the CPU; a promotion only adds precision. ``QuantPlan.promoted`` lists them.
+  boundary tensor (a neighbour asked for it) is *promoted* to W8A16, until no such layer is left (the profiler's
+  ``QuantSites.settle`` does the same). Qualcomm's HTP rejects a weighted layer whose input and output widths
+  differ and leaves its weight ``DequantizeLinear`` on the CPU; a promotion only adds precision.
+  ``QuantPlan.promoted`` lists them.
 * Passthrough ops (reshape, transpose, slice ...) are transparent: their consumers' requests reach the source tensor.
 * A boundary tensor of an FP16 layer that no integer neighbour asks for is rounded through float16.
 * Weights of integer layers are int8, symmetric, per output channel (per tensor for the op types a device lists in

@@ -266,8 +266,13 @@ def test_weighted_layers_read_and_write_one_width(tiny_float_graphs, tiny_calibr
     assert any("conv_shortcut" in n for n in promoted), promoted  # reads the 16-bit block's output
     assert all(qg.resolved.precisions[n].value == "W8A16" for n in promoted)
     assert qg.plan.summary()["promoted_layers"] == sorted(promoted)
-    assert not quantize_graph(tiny_float_graphs["unet"], tmp_path / "w8a8.onnx", "unet", load_policy("w8a8"),
-                              feeds, method="minmax").plan.promoted  # one width everywhere: nothing to promote
+    from edgefusion.quant.graph_index import GraphIndex
+    from edgefusion.quant.plan import plan_quantization
+    from edgefusion.quant.policy import resolve_policy
+
+    for preset in ("w8a8", "recipe", "default"):  # nothing to promote in the presets
+        assert not plan_quantization(model, qg.layers, resolve_policy(load_policy(preset), qg.layers),
+                                     GraphIndex.build(model)).promoted, preset
 
 
 def test_integer_layers_behind_a_computed_reshape_get_int32_biases():

@@ -219,7 +219,7 @@ def _weighted_widths(model, qg):
     """Per integer weighted layer (Conv/Gemm/Linear with int8 weights): the activation widths it reads and writes,
     from the plan, following reads through reshapes/transposes up to the tensor whose QDQ the op reads."""
     from edgefusion.quant.graph_index import GraphIndex
-    from edgefusion.quant.plan import WEIGHTED_LAYER_TYPES
+    from edgefusion.quant.plan import WEIGHTED_LAYER_TYPES, quantized_source
     from edgefusion.quant.weight_handlers import weight_slots
 
     idx = GraphIndex.build(model)
@@ -236,10 +236,7 @@ def _weighted_widths(model, qg):
         for n in members:
             for t in n.input:
                 if t in idx.activations and t not in produced:
-                    while t not in qg.plan.act_bits and t in idx.producer and idx.producer[t].op_type in (
-                            "Reshape", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Flatten"):
-                        t = idx.producer[t].input[0]
-                    widths.add(qg.plan.act_bits.get(t))
+                    widths.add(qg.plan.act_bits.get(quantized_source(t, idx, frozenset(qg.plan.act_bits))))
             for o in n.output:
                 if o in qg.plan.act_bits and any(c.name not in layer.nodes for c in idx.consumers.get(o, [])):
                     widths.add(qg.plan.act_bits[o])

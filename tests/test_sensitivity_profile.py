@@ -141,6 +141,23 @@ def test_targets_out_of_reach_name_the_best_reachable(tiny_report):
         assert report.sites.settle(pick.precisions) == pick.precisions
 
 
+def test_every_point_on_the_walks_is_what_the_exporter_runs(tiny_report):
+    """The greedy walks carry the promotions each move sets off, so every point they price is settled and its
+    running noise is the noise model's noise of that assignment."""
+    _, report = tiny_report
+    nm = report.noise_model()
+    fr = choose_auto_policy(report, target_sqnr=30).frontier
+    walked = [pt for pt in fr.points if pt.walk in ("up", "down")]
+    assert len(walked) > 20
+    for pt in walked:
+        prec = fr.assignment(pt)
+        assert report.sites.settle(prec) == prec, (pt.walk, pt.moves)
+        # within 1e-4: the walk counts a shared initializer's noise per layer, the plan once (before: up to 44% off)
+        assert pt.noise == pytest.approx(float(nm.noise_of(prec).sum()), rel=1e-4)
+    # the up walk's moves to W8A16 lift their W8A8 Conv/Gemm/Linear neighbours with them (more than one layer)
+    assert any(len(m) > 1 and all(p is Precision.W8A16 for p in m.values()) for m in fr.moves["up"])
+
+
 def test_interrupted_sweep_resumes(tiny_float_graphs, tiny_calibration, tmp_path, monkeypatch,
                                    sweep_dies_after_one_chunk):
     from edgefusion.sensitivity import profiler

@@ -5,14 +5,17 @@ the change that removes the most noise per unit of added cost; and down from eve
 one (FP16), each time taking the change that adds the least noise per unit of saved cost. The down walk finds what
 the up walk cannot: a tensor clipped outside its calibration range stays quantized until *both* its producer and
 its consumers leave the integer precisions, which no single change does. A layer's
-change only alters the sites it touches (the exporter's max-of-requests rule decides their widths), so each step
-re-scores just the layers sharing a site with the changed one. The Pareto front of both walks and the preset
+change only alters the sites it touches (the exporter's max-of-requests rule decides their widths) and the layers
+it promotes (a W8A8 Conv/Gemm/Linear touching a 16-bit tensor becomes W8A16, ``quant/plan.py``; the move carries
+them, so every state on a walk is what the exporter runs), so each step re-scores just the layers sharing a site
+with a changed one. The Pareto front of both walks and the preset
 policies is the frontier the automatic policy is picked from.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import ChainMap
 from dataclasses import dataclass, field
 
 from edgefusion.quant.precision import Precision
@@ -90,14 +93,22 @@ def _walk(local: _Local, state: dict[str, Precision], free: list[str], candidate
 
     Upward, besides one-layer changes, a *site* move lifts a tensor's producer and all its consumers to the top
     candidate at once: the only way to take a tensor out of quantization (e.g. one clipped on new prompts).
+    Every move carries the promotions it sets off (``QuantSites.promotions``), so each state on a walk is what the
+    exporter runs and its noise and cost are those of that graph.
     """
     freeset = set(free)
     sites = local.nm.sites
+    weighted = sites.weighted_layers()
     version: dict[tuple, int] = {}
     heap: list = []
     counter = 0
 
     def evaluate(changes: Move):
+        changes = {n: p for n, p in changes.items() if state[n] is not p}
+        changes.update(sites.promotions(ChainMap(changes, state), changes, weighted))  # what the exporter runs
+        changes = {n: p for n, p in changes.items() if state[n] is not p}
+        if not changes:
+            return None
         old = {n: state[n] for n in changes}
         before = local.noise(changes, state)
         c0 = sum(local.costs[n][state[n]] for n in changes)
@@ -105,9 +116,9 @@ def _walk(local: _Local, state: dict[str, Precision], free: list[str], candidate
         dn = local.noise(changes, state) - before
         dc = sum(local.costs[n][state[n]] for n in changes) - c0
         state.update(old)
-        if upward:
-            return (dn / dc, dn, dc) if dc > 0 and dn < 0 else None  # most noise removed per cost added first
-        return (dn / -dc, dn, dc) if dc < 0 else None  # least noise added per cost saved first
+        if upward:  # most noise removed per cost added first
+            return ((dn / dc, dn, dc), changes) if dc > 0 and dn < 0 else None
+        return ((dn / -dc, dn, dc), changes) if dc < 0 else None  # least noise added per cost saved first
 
     def push(key: tuple) -> None:
         nonlocal counter
@@ -120,15 +131,16 @@ def _walk(local: _Local, state: dict[str, Precision], free: list[str], candidate
                 return
             options = [{n: candidates[-1] for n in group if state[n] != candidates[-1]}]
         best = None
-        for changes in options:
-            if changes:
-                r = evaluate(changes)
-                if r is not None and (best is None or r[0] < best[0][0]):
-                    best = (r, changes)
+        for option in options:
+            if option:
+                r = evaluate(option)
+                if r is not None and (best is None or r[0][0] < best[0][0][0]):
+                    best = (r, option)
         version[key] = version.get(key, 0) + 1
         if best is not None:
+            ((ratio, dn, dc), changes), option = best
             counter += 1
-            heapq.heappush(heap, (best[0][0], counter, version[key], key, best[1], best[0][1], best[0][2]))
+            heapq.heappush(heap, (ratio, counter, version[key], key, option, changes, dn, dc))
 
     for layer in free:
         push(("L", layer))
@@ -137,8 +149,12 @@ def _walk(local: _Local, state: dict[str, Precision], free: list[str], candidate
             push(("G", i))
     moves = []
     while heap:
-        _, _, ver, key, changes, dn, dc = heapq.heappop(heap)
+        _, _, ver, key, option, changes, dn, dc = heapq.heappop(heap)
         if ver != version.get(key):
+            continue
+        now = evaluate(option)  # its promotions reach beyond the re-pushed neighbourhood: re-check, else re-push
+        if now is None or now[1] != changes or now[0][1] != dn or now[0][2] != dc:
+            push(key)
             continue
         state.update(changes)
         moves.append((changes, dn, dc))
@@ -163,6 +179,7 @@ def build_frontier(nm: NoiseModel, costs: dict[str, dict[Precision, float]], loc
         start = dict(locked)
         for n in free:  # candidates run from the cheapest to the most precise (equal costs: the order decides)
             start[n] = candidates[0] if upward else candidates[-1]
+        start = nm.sites.settle(start)
         fr.starts[walk] = dict(start)
         noise = float(nm.noise_of(start).sum())
         cost = sum(costs[n][p] for n, p in start.items())

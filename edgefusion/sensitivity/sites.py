@@ -10,6 +10,7 @@ policy search can re-plan thousands of times.
 
 from __future__ import annotations
 
+from collections import ChainMap
 from dataclasses import dataclass, field
 
 import onnx
@@ -149,19 +150,33 @@ class QuantSites:
             return max(bits)
         return "fp16" if prod is Precision.FP16 else None
 
+    def weighted_layers(self) -> set[str]:
+        """Layers with int8 weight slots of a type that reads and writes one activation width (``quant/plan.py``)."""
+        return {n for n, slots in self.int8_slots.items() if slots and self.op_types.get(n) in WEIGHTED_LAYER_TYPES}
+
+    def promotions(self, precisions: dict[str, Precision], changed, weighted: set[str] | None = None
+                   ) -> dict[str, Precision]:
+        """The promotions that a change of the ``changed`` layers (already in ``precisions``) sets off: a W8A8 layer
+        with int8 weights that reads or writes a 16-bit boundary tensor touched by a changed (or promoted) layer
+        becomes W8A16, until none is left. Only the sites near the change are looked at."""
+        weighted = self.weighted_layers() if weighted is None else weighted
+        out: dict[str, Precision] = {}
+        state = ChainMap(out, precisions)
+        frontier = set(changed)
+        while frontier:
+            wider = {n for i in {i for n in frontier for i in self.layer_sites.get(n, [])}
+                     for site in [self.sites[i]] if not (site.accumulator or site.internal)
+                     and self.site_treatment(site, state) == 16
+                     for n in [*site.consumers, *([site.producer] if site.producer else [])]
+                     if n in weighted and state.get(n) is Precision.W8A8}
+            out.update(dict.fromkeys(wider, Precision.W8A16))
+            frontier = wider
+        return out
+
     def settle(self, precisions: dict[str, Precision]) -> dict[str, Precision]:
         """``precisions`` with the exporter's promotions (``quant/plan.py``): a W8A8 layer with int8 weights that
         reads or writes a 16-bit boundary tensor becomes W8A16, until none is left."""
-        weighted = {n for n, slots in self.int8_slots.items() if slots and self.op_types.get(n) in WEIGHTED_LAYER_TYPES}
-        out = dict(precisions)
-        while True:
-            wider = {n for site in self.sites if not (site.accumulator or site.internal)
-                     and self.site_treatment(site, out) == 16
-                     for n in [*site.consumers, *([site.producer] if site.producer else [])]
-                     if n in weighted and out.get(n) is Precision.W8A8}
-            if not wider:
-                return out
-            out.update(dict.fromkeys(wider, Precision.W8A16))
+        return {**precisions, **self.promotions(precisions, self.layer_sites)}
 
     def plan(self, precisions: dict[str, Precision]) -> QuantPlan:
         """The :class:`QuantPlan` the exporter would build for these layer precisions (owners not tracked; the

@@ -101,6 +101,40 @@ def test_client_unet_batch2_equals_npu_graph(tiny_exports):
     assert np.array_equal(got, want)
 
 
+def test_client_check_tells_other_kernels_from_a_miswired_client(tiny_exports):
+    """The export's client check passes a client that is identical, or as accurate against PyTorch as the NPU graph
+    (onnxruntime may pick other kernels inside the Loop body), and stops one that is mis-wired."""
+    from edgefusion.export.client_graph import CLIENT_ACCURACY_DB, client_check_problem, verify_client_graph
+    from edgefusion.runtime.session import open_session, run_session
+
+    d = tiny_exports["default"]
+    shapes = {i.name: [x.dim_value for x in i.type.tensor_type.shape.dim]
+              for i in onnx.load(str(d / "unet" / "npu.onnx"), load_external_data=False).graph.input}
+    rng = np.random.default_rng(2)
+    samples = [{"sample": rng.standard_normal(shapes["sample"]).astype(np.float32),
+                "timestep": np.array([500.0 - 400 * i], np.float32),
+                "encoder_hidden_states": rng.standard_normal(shapes["encoder_hidden_states"]).astype(np.float32)}
+               for i in range(2)]
+    npu = open_session(d / "unet" / "npu.onnx")
+    outs = [run_session(npu, s)[0] for s in samples]
+    scale = float(np.std(np.concatenate(outs)))
+    torch_refs = [o + rng.normal(0, 0.01 * scale, o.shape).astype(np.float32) for o in outs]  # 40 dB "PyTorch"
+    client = d / "unet" / "model.onnx"
+
+    same = verify_client_graph(client, samples, outs, torch_refs)
+    assert same["identical_to_npu_graph"] and client_check_problem(same) is None
+    # other kernels: the NPU graph's outputs off by about as much as the client's, equally accurate vs PyTorch
+    other = [r + rng.normal(0, 0.01 * scale, r.shape).astype(np.float32) for r in torch_refs]
+    rec = verify_client_graph(client, samples, other, torch_refs)
+    assert not rec["identical_to_npu_graph"] and rec["vs_npu_graph_sqnr_db"] < 80
+    assert abs(rec["vs_torch_sqnr_db"] - rec["npu_graph_vs_torch_sqnr_db"]) < CLIENT_ACCURACY_DB
+    assert client_check_problem(rec) is None
+    # mis-wired: the client compared with the NPU graph's outputs in the other order (as if it swapped the samples)
+    bad = verify_client_graph(client, samples, outs[::-1], torch_refs[::-1])
+    problem = client_check_problem(bad)
+    assert problem and "differs from the NPU graph" in problem and "vs PyTorch" in problem
+
+
 def test_diffusers_onnx_pipeline_generates_the_runtime_image(tiny_exports, tmp_path):
     """diffusers' OnnxStableDiffusionPipeline (this environment's diffusers) loads the folder with vae_encoder=None
     and, given the same scheduler and starting noise, produces edgefusion's runtime image bit for bit when the

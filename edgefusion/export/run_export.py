@@ -276,7 +276,8 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
                 device: dict, tile: bool, method: str) -> dict:
     """onnxruntime work (own process, no torch model): verify float graphs, quantize, verify, end-to-end image."""
     from edgefusion.calibration.capture import CalibrationSet
-    from edgefusion.export.client_graph import make_self_contained, verify_client_graph, write_client_graph
+    from edgefusion.export.client_graph import (client_check_problem, make_self_contained, verify_client_graph,
+                                                write_client_graph)
     from edgefusion.export.deploy_form import apply_deploy_form, externalize_weights, write_shapes_file
     from edgefusion.export.fidelity_check import check_readings, fidelity_warnings
     from edgefusion.latency.device import DeviceProfile
@@ -360,11 +361,11 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
             externalize_weights(qg.path)
             release_freed_memory()  # the whole graph was read into Python to re-save it
             client = write_client_graph(qg.path, stage_dir / comp / "model.onnx")
-            records[comp]["client"] = verify_client_graph(client, [s.inputs for s in ver.samples[comp]], q_out)
-            if not records[comp]["client"]["identical_to_npu_graph"] and \
-                    records[comp]["client"]["vs_npu_graph_sqnr_db"] < 80:
-                raise EdgeFusionError(f"the batch-dynamic client {comp} differs from the NPU graph "
-                                      f"({records[comp]['client']['vs_npu_graph_sqnr_db']} dB)", "report the model")
+            records[comp]["client"] = verify_client_graph(client, [s.inputs for s in ver.samples[comp]], q_out,
+                                                          refs)
+            problem = client_check_problem(records[comp]["client"])
+            if problem:
+                raise EdgeFusionError(f"{comp}: {problem}", "report the model")
         part = _partition_component(qg.path, profile)
         if part:  # verified: the chained parts compute what the whole graph computed
             from edgefusion.runtime.chained import ChainedSession

@@ -21,16 +21,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _time(session, feed: dict, repeats: int) -> float:
+def _time_interleaved(sessions: dict, feed: dict, repeats: int, block: int = 5) -> dict:
+    """Median seconds per run of each session, timed in rounds so that a slow drift of the shared machine's speed
+    reaches every session alike: each round runs every session ``block`` + 1 times in a row (the first run after a
+    switch re-warms its caches and is not counted), in a rotating order, until ``repeats`` runs are counted each."""
     from edgefusion.runtime.session import run_session
 
-    run_session(session, feed)  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        run_session(session, feed)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    names = list(sessions)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    rounds = -(-repeats // block)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            run_session(sessions[name], feed)  # re-warm after the switch
+            for _ in range(block):
+                t = time.perf_counter()
+                run_session(sessions[name], feed)
+                times[name].append(time.perf_counter() - t)
+    return {n: statistics.median(v[:repeats]) for n, v in times.items()}
 
 
 def main(argv=None) -> int:
@@ -67,14 +74,9 @@ def main(argv=None) -> int:
         feed = samples[-1].inputs
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
-        base = {"project": _time(open_session(fpath, threads=1), feed, args.repeats),
-                "default": _time(ort.InferenceSession(str(fpath), opts, providers=["CPUExecutionProvider"]), feed,
-                                 args.repeats)}
-        print(f"{args.model} UNet, 1 thread, batch 1, median of {args.repeats} runs "
-              f"(onnxruntime {ort.__version__})")
-        print(f"{'graph':<12}{'session':<10}{'ms':>9}{'vs float':>10}  integer kernels")
-        for name, t in base.items():
-            print(f"{'float':<12}{name:<10}{t * 1e3:>9.2f}{1.0:>10.2f}")
+        sessions = {("float", "project"): open_session(fpath, threads=1),
+                    ("float", "default"): ort.InferenceSession(str(fpath), opts, providers=["CPUExecutionProvider"])}
+        fused = {}
         for i, policy in enumerate(args.policies.split(",")):
             label = Path(policy).stem  # a preset name or a policy file's name
             folder = work / f"q{i}"  # never the policy's own path (an absolute path would replace ``work``)
@@ -82,15 +84,18 @@ def main(argv=None) -> int:
                                 [x.inputs for x in samples], groups=[x.prompt_index for x in samples],
                                 method="minmax")
             opt = folder / "optimized.onnx"
-            runs = {"project": open_session(qg.path, threads=1, optimized_model_path=opt),
-                    "default": ort.InferenceSession(str(qg.path), opts, providers=["CPUExecutionProvider"])}
+            sessions[(label, "project")] = open_session(qg.path, threads=1, optimized_model_path=opt)
+            sessions[(label, "default")] = ort.InferenceSession(str(qg.path), opts, providers=["CPUExecutionProvider"])
             ops = Counter(n.op_type for n in onnx.load(str(opt), load_external_data=False).graph.node)
-            fused = ", ".join(f"{k} {ops[k]}" for k in ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger",
-                                                        "QLinearAdd") if ops[k])
-            for name, sess in runs.items():
-                t = _time(sess, feed, args.repeats)
-                print(f"{label:<12}{name:<10}{t * 1e3:>9.2f}{t / base[name]:>10.2f}  "
-                      f"{fused if name == 'project' else ''}", flush=True)
+            fused[label] = ", ".join(f"{k} {ops[k]}" for k in ("QLinearConv", "QGemm", "QLinearMatMul",
+                                                               "MatMulInteger", "QLinearAdd") if ops[k])
+        med = _time_interleaved(sessions, feed, args.repeats)
+        print(f"{args.model} UNet, 1 thread, batch 1, median of {args.repeats} runs, in interleaved blocks of 5 "
+              f"(onnxruntime {ort.__version__})")
+        print(f"{'graph':<12}{'session':<10}{'ms':>9}{'vs float':>10}  integer kernels")
+        for (label, kind), t in med.items():
+            print(f"{label:<12}{kind:<10}{t * 1e3:>9.2f}{t / med[('float', kind)]:>10.2f}  "
+                  f"{fused.get(label, '') if kind == 'project' else ''}", flush=True)
     return 0
 
 

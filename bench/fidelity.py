@@ -78,14 +78,19 @@ def measure(work: Path, comp: str, policy, method: str, graph: str | None = None
             "wall_s": wall}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_capture_arguments(ap: argparse.ArgumentParser) -> None:
+    """The flags of :func:`capture` (model, prompt counts, steps, work folder), shared by the benches that use it."""
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--calib-prompts", type=int, default=8)
     ap.add_argument("--heldout-prompts", type=int, default=8)
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's sampler)")
-    ap.add_argument("--methods", default="minmax,mse,crossval")
     ap.add_argument("--work", default=None, help="keep the captured sets here (default: a temporary folder)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_capture_arguments(ap)
+    ap.add_argument("--methods", default="minmax,mse,crossval")
     args = ap.parse_args(argv)
 
     from edgefusion.quant.policy import load_policy

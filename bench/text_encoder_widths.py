@@ -24,15 +24,11 @@ OP_TYPES = ("Add", "LayerNorm", "MatMul", "Gemm", "Softmax", "GELU", "SiLU", "Mu
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="embedded")
-    ap.add_argument("--calib-prompts", type=int, default=8)
-    ap.add_argument("--heldout-prompts", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's sampler)")
-    ap.add_argument("--work", default=None, help="keep the captured sets here (default: a temporary folder)")
-    args = ap.parse_args(argv)
+    from fidelity import add_capture_arguments, capture, measure
 
-    from fidelity import capture, measure
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_capture_arguments(ap)
+    args = ap.parse_args(argv)
 
     from edgefusion.quant.policy import load_policy
     from edgefusion.quant.precision import Precision

@@ -168,3 +168,22 @@ def test_metrics_do_not_score_nan_as_perfect():
     b = a.copy()
     b[0] = np.nan
     assert math.isnan(sqnr_db(a, b)) and math.isnan(psnr_db(a, b)) and math.isnan(mean_sqnr_db([a], [b]))
+
+
+def test_metrics_take_energies_at_the_ends_of_the_float_range_without_warnings():
+    """A zero or subnormal signal over a huge noise (the property test's draws) is a finite, very negative figure,
+    not log10(0) with a divide-by-zero warning; a subnormal noise under any signal is the cap."""
+    import warnings
+
+    import numpy as np
+
+    from edgefusion.metrics import CAP_DB, energy_ratio_db, mean_sqnr_db, sqnr_db
+    from edgefusion.sensitivity.noise_model import sqnr_from
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert energy_ratio_db(0.0, 1e308) == -6080.0
+        assert sqnr_from(np.zeros(3), np.full(3, 1e300)) < -5000
+        assert energy_ratio_db(1e308, 5e-324) == CAP_DB
+        assert sqnr_db(np.zeros(2), np.full(2, 1e150)) < -3000
+        assert mean_sqnr_db([np.full(2, 1e-160)], [np.full(2, 1e150)]) < -3000

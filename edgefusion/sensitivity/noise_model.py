@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgefusion.metrics import CAP_DB
+from edgefusion.metrics import energy_ratio_db
 from edgefusion.quant.plan import QuantPlan
 from edgefusion.quant.precision import Precision
 from edgefusion.sensitivity.sites import QuantSites
@@ -21,13 +21,8 @@ ACT_KEYS = {8: "8", 16: "16", "fp16": "fp16"}
 
 
 def sqnr_from(signal, noise) -> float:
-    """``10 log10(signal / noise)`` capped like :func:`edgefusion.metrics.sqnr_db`."""
-    signal, noise = float(np.sum(signal)), float(np.sum(noise))
-    if not np.isfinite(noise):
-        return float("nan")
-    if noise <= 0:
-        return CAP_DB
-    return float(min(CAP_DB, 10 * np.log10(max(signal, 1e-300) / noise)))
+    """``10 log10(signal / noise)`` of summed energies, capped like :func:`edgefusion.metrics.sqnr_db`."""
+    return energy_ratio_db(np.sum(signal), np.sum(noise))
 
 
 @dataclass

@@ -44,15 +44,12 @@ def _with_input_quantizer(qdq: Path, out: Path, scales: np.ndarray, zero_points:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="embedded")
-    ap.add_argument("--calib-prompts", type=int, default=8)
-    ap.add_argument("--heldout-prompts", type=int, default=8)
-    ap.add_argument("--method", default="minmax", help="range method for the rest of the graph")
-    ap.add_argument("--work", default=None, help="keep the captured sets here (default: a temporary folder)")
-    args = ap.parse_args(argv)
+    from fidelity import add_capture_arguments, capture
 
-    from fidelity import capture
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_capture_arguments(ap)
+    ap.add_argument("--method", default="minmax", help="range method for the rest of the graph")
+    args = ap.parse_args(argv)
 
     from edgefusion.calibration.capture import CalibrationSet
     from edgefusion.metrics import mean_sqnr_db
@@ -63,7 +60,7 @@ def main(argv=None) -> int:
     tmp = None if args.work else tempfile.TemporaryDirectory()
     work = Path(args.work or tmp.name)
     work.mkdir(parents=True, exist_ok=True)
-    capture(args.model, args.calib_prompts, args.heldout_prompts, None, work)
+    capture(args.model, args.calib_prompts, args.heldout_prompts, args.steps, work)
     cal, held = CalibrationSet.load(work / "cal"), CalibrationSet.load(work / "held")
     fpath = work / "unet" / "model.onnx"
     qg = quantize_graph(fpath, work / "eq" / "q.onnx", "unet", load_policy("w8a8"),

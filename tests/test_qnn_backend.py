@@ -58,7 +58,7 @@ def qnn_exports(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("qnn")
     for policy in POLICIES:
         export(model="tiny", mpq_policy=SPECS.get(policy, policy), device="snapdragon8gen3", backend="qnn",
-               out=root / policy, calib_prompts=2, calib_steps=2, verify_prompts=1, htp_samples=2, progress=False)
+               out=root / policy, calib_prompts=2, calib_steps=2, verify_prompts=1, htp_samples=1, progress=False)
     return {p: root / p for p in POLICIES}
 
 
@@ -91,7 +91,7 @@ def test_every_graph_compiles_for_htp_v75(qnn_exports, policy):
                 assert not {"GroupNorm", "LayerNorm", "InstanceNorm", "Sigmoid", "Gelu"} & set(g["qnn_float_ops"]), g
             elif policy in FP16_UNET_NORMS and comp == "unet":  # FP16 norms and SiLU stay float, as the policy says
                 assert {"GroupNorm", "Sigmoid"} <= set(g["qnn_float_ops"]), g
-        assert 1 <= rec["verify_samples"] <= 2 and rec["htp_outputs_finite"]
+        assert rec["verify_samples"] == 1 and rec["htp_outputs_finite"]
         for key in ("htp_vs_cpu_sqnr_db", "htp_vs_torch_sqnr_db", "cpu_vs_torch_sqnr_db"):
             assert np.isfinite(rec[key]), (comp, key, rec)
         print(f"{policy} {comp}: emulated HTP vs CPU {rec['htp_vs_cpu_sqnr_db']} dB, vs PyTorch "

@@ -125,10 +125,12 @@ def make_self_contained(client_path: Path) -> None:
 
 # How much less accurate against PyTorch a client that is not identical to the NPU graph may be. Inside the Loop body
 # onnxruntime may pick other kernels than for the NPU graph itself (sd-v1.5 at 128x128 under `default` for
-# snapdragon8gen3: two W8A16 linear layers become MatMulNBits in the body and stay DequantizeLinear + Gemm outside),
+# snapdragon8gen3: two W8A16 linear layers became MatMulNBits in the body and stayed DequantizeLinear + Gemm outside),
 # and a different summation order moves a few values into the neighbouring quantization bin: 33.18 dB against the
-# NPU graph there, but 29.09 vs 29.22 dB against PyTorch (-0.13). A mis-wired client is far off: on the same export
-# the two samples swapped read 6.0 dB against PyTorch, one sample with the other's timestep -7.8 dB.
+# NPU graph there, but 29.09 vs 29.22 dB against PyTorch (-0.13). (Part of that was MatMulNBits' default accuracy
+# level, which computed those layers with 8-bit inputs; the project session now sets fp32 compute, see
+# ``runtime/session.py``.) A mis-wired client is far off: on the same export the two samples swapped read 6.0 dB
+# against PyTorch, one sample with the other's timestep -7.8 dB.
 CLIENT_ACCURACY_DB = 0.5
 
 

@@ -4,7 +4,8 @@
   ``compute_scale_zp``; ``QuantizeLinear -> DequantizeLinear`` after the producer, every consumer reading the
   dequantized tensor.
 * int8 weights: symmetric per output channel (zero point 0), stored as int8 + ``DequantizeLinear(axis)``; per
-  tensor (one scale, no axis) where the plan says so.
+  tensor (one scale, no axis) where the plan says so; ``axis=-1`` on a MatMul weight read by a 16-bit tensor
+  (:func:`wide_input_matmul_weights`).
 * int32 biases of integer layers: scale = input scale x weight scale (per channel), zero point 0, so onnxruntime
   fuses ``DQ -> Conv/Gemm -> Q`` into integer kernels and deployment compilers find the bias they expect.
 * uint8 constants (a layer norm's scale): asymmetric per tensor over ``[min(0, w), max(0, w)]``, as an
@@ -29,6 +30,7 @@ import onnx
 from onnx import helper, numpy_helper
 from onnx.external_data_helper import load_external_data_for_tensor
 
+from edgefusion.quant.layers import PASSTHROUGH_OPS
 from edgefusion.quant.plan import QuantPlan
 
 _ACT_TYPES = {8: (onnx.TensorProto.UINT8, np.uint8), 16: (onnx.TensorProto.UINT16, np.uint16)}
@@ -101,6 +103,27 @@ def _dq_node(name: str, scale: np.ndarray, zp: np.ndarray, q: np.ndarray, axis: 
     return inits, node
 
 
+def wide_input_matmul_weights(graph: onnx.GraphProto, plan: QuantPlan) -> set[str]:
+    """Per-channel int8 weights (channel axis 1) of the MatMuls and Gemms that read a 16-bit tensor.
+
+    No integer kernel reads them, and onnxruntime would otherwise turn ``DQ(weight) -> MatMul`` into MatMulNBits,
+    which by default computes with the *input* quantized to 8 bits (a 16-bit layer at 8-bit precision, under the
+    default session options optimum and diffusers open). Their ``DequantizeLinear`` is written with ``axis=-1``, the
+    same axis of a 2-D weight, which that fusion does not take."""
+    producer = {o: n for n in graph.node for o in n.output}
+    wide = set()
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2 or plan.int8_weights.get(node.input[1]) != 1:
+            continue
+        t = node.input[0]
+        while t not in plan.act_bits and t in producer and producer[t].op_type in PASSTHROUGH_OPS \
+                and producer[t].input:
+            t = producer[t].input[0]
+        if plan.act_bits.get(t) == 16:
+            wide.add(node.input[1])
+    return wide
+
+
 def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str, tuple[float, float]] | None,
              qparams_as_inputs: bool = False) -> Path:
     """Read the float graph at ``float_path``, apply ``plan`` and save to ``out_path``; returns ``out_path``.
@@ -121,12 +144,14 @@ def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str
 
     # -- weights (int8 first: their scales set the biases' scales)
     kept, biases, w_scale = [], {}, {}
+    wide = wide_input_matmul_weights(g, plan)
     for t in g.initializer:
         if t.name in plan.int8_weights:
             axis = plan.int8_weights[t.name]
             w = _array(t, base).astype(np.float32)
             q, scale = quantize_weight_per_tensor(w) if axis is None else quantize_weight_per_channel(w, axis)
-            inits, node = _dq_node(t.name, scale, np.zeros_like(scale, dtype=np.int8), q, axis)
+            inits, node = _dq_node(t.name, scale, np.zeros_like(scale, dtype=np.int8), q,
+                                   -1 if t.name in wide else axis)
             new_inits += inits
             head.append(node)
             w_scale[t.name] = scale

@@ -59,6 +59,12 @@ def _child(fn: Callable, args: tuple, kwargs: dict, result: str, parent_pid: int
     scratch = str(Path(result).parent)
     tempfile.tempdir = scratch  # every temporary file of this process (and of its children) goes there
     os.environ["TMPDIR"] = scratch
+    # The parent's stdout carries what the command prints (`--json`: the manifest alone); a stage writes nothing
+    # there, but native libraries do (the QNN HTP library prints a "# LIBNATIVE: ..." line), so this process's
+    # stdout, Python's and the file descriptor both, goes to stderr.
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     with diagnostics.session(strict):
         try:
             value = fn(*args, **kwargs)

@@ -168,3 +168,20 @@ def test_warnings_and_strict_cross_into_the_stage_processes():
     assert s.warnings == [text] == ["a warning from a child; its fix"]
     with diagnostics.session(strict=True), pytest.raises(EdgeFusionError, match="from a child .*under --strict"):
         run_isolated(diagnostics.warn, "a warning from a child")
+
+
+def _write_to_stdout_natively():
+    os.write(1, b"# NATIVE: a library writing to file descriptor 1\n")
+    print("and a stray print")
+
+
+def test_a_stage_never_writes_to_the_commands_stdout():
+    """`--json` prints the manifest alone on stdout: what a spawned stage or a native library in it writes to
+    stdout (onnxruntime-qnn's HTP library prints a line) goes to stderr."""
+    code = ("import sys; sys.path.insert(0, 'tests'); from test_input_checks import _write_to_stdout_natively\n"
+            "from edgefusion.isolated import run_isolated\n"
+            "if __name__ == '__main__':\n    run_isolated(_write_to_stdout_natively)\n    print('{}')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout == "{}\n" and "# NATIVE" in res.stderr and "stray print" in res.stderr, (res.stdout, res.stderr)

@@ -236,7 +236,7 @@ def _weighted_widths(model, qg):
         for n in members:
             for t in n.input:
                 if t in idx.activations and t not in produced:
-                    widths.add(qg.plan.act_bits.get(quantized_source(t, idx, frozenset(qg.plan.act_bits))))
+                    widths.add(qg.plan.act_bits.get(quantized_source(t, idx.producer, frozenset(qg.plan.act_bits))))
             for o in n.output:
                 if o in qg.plan.act_bits and any(c.name not in layer.nodes for c in idx.consumers.get(o, [])):
                     widths.add(qg.plan.act_bits[o])

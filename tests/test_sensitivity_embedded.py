@@ -9,9 +9,10 @@ at the export's default calibration in ``test_sensitivity_slow.py``.
 Reduced settings keep it quick (2 calibration prompts for the ranges, 1 held-out prompt x 20 steps x 2 branches
 measured, 2 probes); each QDQ graph is built by the exporter's own ``quantize_graph`` from the same float graph,
 calibration set, prompt groups and range method as the profile, and run by onnxruntime on the held-out samples, as
-``edgefusion export`` verifies. (Built with min/max ranges, as this test did until 2026-11-30, the outermost-level
-``default`` measured 36.2 dB against the profile's 42.6: its 16-bit ranges are the ones ``crossval`` widens.) The bound is the
-issue's 1.5 dB (measured: simulation within 0.1 dB, first-order sum within 0.5 dB).
+``edgefusion export`` verifies. (Built with min/max ranges, as this test did until 2026-11-30, the
+outermost-level ``default`` measured 36.2 dB against the profile's 42.6: its 16-bit ranges are the ones
+``crossval`` widens.) The bound is the issue's 1.5 dB (measured: simulation within 0.1 dB, first-order sum within
+0.5 dB).
 """
 
 import pytest
@@ -51,8 +52,9 @@ def test_predictions_match_qdq_graphs_and_auto_beats_default(embedded_profile, t
     measured, costs = {}, {}
     for name in ("default", "w8a8", "auto"):
         spec = load_policy(out / "auto_policy.yaml" if name == "auto" else name)
-        qg = quantize_graph(float_unet, tmp_path / f"{name}.onnx", "unet", spec, [s.inputs for s in cal.samples["unet"]],
-                            method=method, groups=[s.prompt_index for s in cal.samples["unet"]])
+        qg = quantize_graph(float_unet, tmp_path / f"{name}.onnx", "unet", spec,
+                            [s.inputs for s in cal.samples["unet"]], method=method,
+                            groups=[s.prompt_index for s in cal.samples["unet"]])
         qs = open_session(qg.path)
         measured[name] = mean_sqnr_db(ref, [run_session(qs, s.inputs)[0] for s in held])
         pred = report.predict(report.resolve(spec))

@@ -30,8 +30,7 @@ import onnx
 from onnx import helper, numpy_helper
 from onnx.external_data_helper import load_external_data_for_tensor
 
-from edgefusion.quant.layers import PASSTHROUGH_OPS
-from edgefusion.quant.plan import QuantPlan
+from edgefusion.quant.plan import QuantPlan, quantized_source
 
 _ACT_TYPES = {8: (onnx.TensorProto.UINT8, np.uint8), 16: (onnx.TensorProto.UINT16, np.uint16)}
 EXTERNAL_DATA_THRESHOLD = 1 << 30  # graphs above 1 GiB of weights get a side file (protobuf caps at 2 GiB)
@@ -111,17 +110,10 @@ def wide_input_matmul_weights(graph: onnx.GraphProto, plan: QuantPlan) -> set[st
     default session options optimum and diffusers open). Their ``DequantizeLinear`` is written with ``axis=-1``, the
     same axis of a 2-D weight, which that fusion does not take."""
     producer = {o: n for n in graph.node for o in n.output}
-    wide = set()
-    for node in graph.node:
-        if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2 or plan.int8_weights.get(node.input[1]) != 1:
-            continue
-        t = node.input[0]
-        while t not in plan.act_bits and t in producer and producer[t].op_type in PASSTHROUGH_OPS \
-                and producer[t].input:
-            t = producer[t].input[0]
-        if plan.act_bits.get(t) == 16:
-            wide.add(node.input[1])
-    return wide
+    quantized = frozenset(plan.act_bits)
+    return {node.input[1] for node in graph.node
+            if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 and plan.int8_weights.get(node.input[1]) == 1
+            and plan.act_bits.get(quantized_source(node.input[0], producer, quantized)) == 16}
 
 
 def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str, tuple[float, float]] | None,

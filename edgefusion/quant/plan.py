@@ -29,6 +29,7 @@ Rules (an NPU's view of a mixed-precision graph):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import onnx
@@ -71,14 +72,16 @@ class QuantPlan:
                 "uint_constants": len(self.const_bits), "promoted_layers": sorted(self.promoted)}
 
 
-def quantized_source(tensor: str, idx: GraphIndex, stop: set[str] | frozenset[str] = frozenset()) -> str:
-    """The tensor whose QDQ an op input reads: ``tensor`` followed up through reshapes/transposes/slices, stopping
-    at a tensor in ``stop`` (the layer-boundary tensors: a reshape that is a layer of its own, e.g. one whose shape is
-    computed, has its output quantized, and that is what the op reads)."""
-    node = idx.producer.get(tensor)
+def quantized_source(tensor: str, producer: Mapping[str, onnx.NodeProto],
+                     stop: set[str] | frozenset[str] = frozenset()) -> str:
+    """The tensor whose QDQ an op input reads: ``tensor`` followed up (``producer``: tensor -> the node writing it)
+    through reshapes/transposes/slices, stopping at a tensor in ``stop`` (the layer-boundary tensors: a reshape that
+    is a layer of its own, e.g. one whose shape is computed, has its output quantized, and that is what the op
+    reads; or the quantized tensors themselves)."""
+    node = producer.get(tensor)
     while tensor not in stop and node is not None and node.op_type in PASSTHROUGH_OPS and node.input:
         tensor = node.input[0]
-        node = idx.producer.get(tensor)
+        node = producer.get(tensor)
     return tensor
 
 
@@ -109,7 +112,7 @@ def layer_biases(nodes: list[onnx.NodeProto], idx: GraphIndex,
     for node in nodes:
         if (node.op_type == "LayerNormalization" and len(node.input) > 2 and is_float_init(node.input[1], idx)
                 and is_float_init(node.input[2], idx) and len(idx.consumers.get(node.input[2], [])) == 1):
-            out.append((node.input[2], quantized_source(node.input[0], idx, stop), node.input[1]))
+            out.append((node.input[2], quantized_source(node.input[0], idx.producer, stop), node.input[1]))
             continue
         slots = weight_slots(node, idx)
         if not slots:
@@ -117,7 +120,7 @@ def layer_biases(nodes: list[onnx.NodeProto], idx: GraphIndex,
         weighted[node.output[0]] = node
         b = bias_slot(node, idx)
         if b is not None and len(idx.consumers.get(node.input[b], [])) == 1:
-            out.append((node.input[b], quantized_source(node.input[0], idx, stop), node.input[slots[0][0]]))
+            out.append((node.input[b], quantized_source(node.input[0], idx.producer, stop), node.input[slots[0][0]]))
     for node in nodes:
         if node.op_type != "Add" or len(node.input) != 2:
             continue
@@ -126,7 +129,7 @@ def layer_biases(nodes: list[onnx.NodeProto], idx: GraphIndex,
             if (mm is not None and mm.op_type == "MatMul" and c in idx.initializers
                     and idx.elem_type.get(c) == onnx.TensorProto.FLOAT and len(idx.initializers[c].dims) == 1
                     and len(idx.consumers.get(c, [])) == 1):
-                out.append((c, quantized_source(mm.input[0], idx, stop), mm.input[1]))
+                out.append((c, quantized_source(mm.input[0], idx.producer, stop), mm.input[1]))
                 break
     return out
 
@@ -235,7 +238,7 @@ def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: Res
         for node in (nodes_by_name[n] for n in layer.nodes):
             if p.is_integer:
                 a16 = node.op_type in per_tensor_a16 and \
-                    plan.act_bits.get(quantized_source(node.input[0], idx, stop)) == 16
+                    plan.act_bits.get(quantized_source(node.input[0], idx.producer, stop)) == 16
                 for slot, axis in weight_slots(node, idx):
                     plan.int8_weights.setdefault(node.input[slot], None if a16 else axis)
             else:

@@ -73,6 +73,9 @@ def test_snapdragon_profile_carries_the_public_figures():
     (lambda d: d.__setitem__("weights", {"per_tensor": ["MatMul"]}), "weights has unknown key"),
     (lambda d: d.__setitem__("weights", {"per_tensor_with_16bit_activations": "MatMul"}),
      "weights.per_tensor_with_16bit_activations"),
+    (lambda d: d.__setitem__("activations", {"signed_16bit": ["MatMul"]}), "activations has unknown key"),
+    (lambda d: d.__setitem__("activations", {"signed_16bit_second_input": [3]}),
+     "activations.signed_16bit_second_input"),
 ])
 def test_bad_profiles_are_refused_with_the_field_named(tmp_path, mutate, words):
     data = _profile_dict()
@@ -162,3 +165,13 @@ def test_weight_storage_needs_are_data():
     d["weights"] = {"per_tensor_with_16bit_activations": ["MatMul"]}
     d = DeviceProfile.from_dict(d)
     assert DeviceProfile.from_dict(d.to_dict()).weights == d.weights
+
+
+def test_activation_storage_needs_are_data():
+    """The QNN target asks for int16 second inputs of MatMuls between two 16-bit activations (its execution
+    provider makes a uint16 one 8-bit; README "Qualcomm QNN"); the others ask for nothing; the section round-trips."""
+    assert load_device("snapdragon8gen3").activations == {"signed_16bit_second_input": ["MatMul"]}
+    for name in ("exynos2400", "generic"):
+        assert load_device(name).activations == {"signed_16bit_second_input": []}
+    d = load_device("snapdragon8gen3")
+    assert DeviceProfile.from_dict(d.to_dict()).activations == d.activations

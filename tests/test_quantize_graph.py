@@ -215,6 +215,45 @@ def test_per_tensor_matmul_weights_where_a_device_needs_them(tiny_float_graphs, 
     assert out["d"][0].plan.summary()["int8_weights_per_tensor"] == 0  # 8-bit inputs: per channel as before
 
 
+def test_int16_second_inputs_where_a_device_needs_them(tiny_float_graphs, tiny_calibration, tmp_path):
+    """``signed_b16=["MatMul"]`` (snapdragon8gen3's profile): a MatMul of two 16-bit activations (the text encoder's
+    attention under ``w8a16``) reads its second input requantized to int16, symmetric over its source's range
+    (the QNN execution provider turns a uint16 one into uint8); the first input and every other quantizer stay
+    uint16, and the extra 16-bit rounding costs little."""
+    cal, ver = tiny_calibration
+    feeds = [s.inputs for s in cal.samples["text_encoder"]]
+    fs = open_session(tiny_float_graphs["text_encoder"])
+    ref = [run_session(fs, s.inputs)[0] for s in ver.samples["text_encoder"]]
+    out = {}
+    for name, ops in (("u", ()), ("s", ("MatMul",))):
+        qg = quantize_graph(tiny_float_graphs["text_encoder"], tmp_path / f"{name}.onnx", "text_encoder",
+                            load_policy("w8a16"), feeds, signed_b16=ops)
+        qs = open_session(qg.path)
+        out[name] = (qg, onnx.load(str(qg.path)),
+                     mean_sqnr_db(ref, [run_session(qs, s.inputs)[0] for s in ver.samples["text_encoder"]]))
+    assert out["u"][0].plan.signed_16bit_inputs == {}
+    qg, model, sqnr = out["s"]
+    signed = qg.plan.signed_16bit_inputs
+    assert len(signed) == 2 * 2  # two layers: scores (q x k^T) and probabilities x values
+    inits = {t.name: t for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    int16 = [n for n in model.graph.node if n.op_type == "QuantizeLinear"
+             and inits[n.input[2]].data_type == onnx.TensorProto.INT16]
+    assert len(int16) == len(signed)
+    for node in (n for n in model.graph.node if n.name in signed):
+        dq = producer[node.input[1]]
+        zp = onnx.numpy_helper.to_array(inits[dq.input[2]])
+        assert dq.op_type == "DequantizeLinear" and zp.dtype == np.int16 and zp == 0
+        lo, hi = qg.ranges[signed[node.name]]
+        scale = float(onnx.numpy_helper.to_array(inits[dq.input[1]]))
+        assert scale == pytest.approx(max(abs(lo), abs(hi)) / 32767, rel=1e-6)
+        first = producer[node.input[0]]
+        while first.op_type != "DequantizeLinear":  # through reshapes/transposes to its quantizer
+            first = producer[first.input[0]]
+        assert inits[first.input[2]].data_type == onnx.TensorProto.UINT16
+    assert abs(sqnr - out["u"][2]) < 0.5, (sqnr, out["u"][2])
+
+
 def _weighted_widths(model, qg):
     """Per integer weighted layer (Conv/Gemm/Linear with int8 weights): the activation widths it reads and writes,
     from the plan, following reads through reshapes/transposes up to the tensor whose QDQ the op reads."""

@@ -36,6 +36,8 @@ class DeviceProfile:
     extra: dict = field(default_factory=dict)
     # weight storage the device needs: op types whose int8 weights are per-tensor when their input is 16-bit
     weights: dict = field(default_factory=lambda: {"per_tensor_with_16bit_activations": []})
+    # activation storage the device needs: op types whose second input is int16 when both inputs are 16-bit
+    activations: dict = field(default_factory=lambda: {"signed_16bit_second_input": []})
 
     # derived figures, in SI units
     @property

@@ -27,7 +27,9 @@ WANT = {"pos": "a positive finite number", "nonneg": "a finite number >= 0", "fr
 TABLES = ("throughput", "op_precisions", "vector_ops_per_element")
 # optional: how the device needs weights stored (absent = per-channel int8 weights everywhere)
 WEIGHTS = {"per_tensor_with_16bit_activations": "ops"}
-TOP = {"name", "description", "source", "extra", "weights", *FIELDS, *TABLES}
+# optional: how the device needs activations stored (absent = uint8/uint16 asymmetric everywhere)
+ACTIVATIONS = {"signed_16bit_second_input": "ops"}
+TOP = {"name", "description", "source", "extra", "weights", "activations", *FIELDS, *TABLES}
 
 
 def is_number(value: object) -> bool:
@@ -116,17 +118,21 @@ def _vector_ops(data: dict, where: str) -> dict:
     return {k: _check_number(v, "pos", f"vector_ops_per_element.{k}", where) for k, v in table.items()}
 
 
-def _weights(data: dict, where: str) -> dict:
-    sec = _mapping(data.get("weights") or {}, "weights", where)
-    unknown = sorted(set(sec) - set(WEIGHTS))
+def _op_lists(data: dict, section: str, keys: dict[str, str], where: str) -> dict:
+    """An optional section of op-type lists (``weights``, ``activations``): every key present, [] when absent."""
+    sec = _mapping(data.get(section) or {}, section, where)
+    unknown = sorted(set(sec) - set(keys))
     if unknown:
-        raise EdgeFusionError(f"{where}: weights has unknown key(s) {unknown}",
-                              f"allowed in weights: {sorted(WEIGHTS)}")
-    ops = sec.get("per_tensor_with_16bit_activations", [])
-    if not isinstance(ops, list) or not all(isinstance(o, str) and o for o in ops):
-        raise EdgeFusionError(f"{where}: weights.per_tensor_with_16bit_activations must be a list of ONNX op types",
-                              "e.g. [MatMul] (or leave the section out)")
-    return {"per_tensor_with_16bit_activations": list(ops)}
+        raise EdgeFusionError(f"{where}: {section} has unknown key(s) {unknown}",
+                              f"allowed in {section}: {sorted(keys)}")
+    out = {}
+    for key in keys:
+        ops = sec.get(key, [])
+        if not isinstance(ops, list) or not all(isinstance(o, str) and o for o in ops):
+            raise EdgeFusionError(f"{where}: {section}.{key} must be a list of ONNX op types",
+                                  "e.g. [MatMul] (or leave the section out)")
+        out[key] = list(ops)
+    return out
 
 
 def validate_profile(data: object, where: str = "device profile") -> dict:
@@ -149,6 +155,7 @@ def validate_profile(data: object, where: str = "device profile") -> dict:
         raise EdgeFusionError(f"{where}: 'extra' must be a mapping", FORMAT)
     throughput = _throughput(data, where)
     return {"name": data["name"], "description": data.get("description", ""), "source": data.get("source", ""),
-            "extra": dict(extra), **_sections(data, where), "weights": _weights(data, where),
-            "throughput": throughput,
-            "op_precisions": _op_precisions(data, throughput, where), "vector_ops_per_element": _vector_ops(data, where)}
+            "extra": dict(extra), **_sections(data, where), "weights": _op_lists(data, "weights", WEIGHTS, where),
+            "activations": _op_lists(data, "activations", ACTIVATIONS, where), "throughput": throughput,
+            "op_precisions": _op_precisions(data, throughput, where),
+            "vector_ops_per_element": _vector_ops(data, where)}

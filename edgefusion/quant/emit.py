@@ -2,7 +2,8 @@
 
 * Activation at 8/16 bits: uint8/uint16 asymmetric, scale and zero point from the chosen range with onnxruntime's
   ``compute_scale_zp``; ``QuantizeLinear -> DequantizeLinear`` after the producer, every consumer reading the
-  dequantized tensor.
+  dequantized tensor. The second input of a node in ``plan.signed_16bit_inputs`` is requantized to int16,
+  symmetric (scale = max(|min|, |max|) / 32767 over its source's range, zero point 0), right before the node.
 * int8 weights: symmetric per output channel (zero point 0), stored as int8 + ``DequantizeLinear(axis)``; per
   tensor (one scale, no axis) where the plan says so; ``axis=-1`` on a MatMul weight read by a 16-bit tensor
   (:func:`wide_input_matmul_weights`).
@@ -46,6 +47,12 @@ def activation_qparams(rmin: float, rmax: float, bits: int) -> tuple[np.float32,
     zp, scale = compute_scale_zp(np.array(rmin, np.float32), np.array(rmax, np.float32),
                                  np.array(info.min, np_type), np.array(info.max, np_type))
     return np.float32(scale), np.array(zp, dtype=np_type)
+
+
+def signed_16bit_qparams(rmin: float, rmax: float) -> tuple[np.float32, np.ndarray]:
+    """Scale and zero point (0) of a symmetric int16 activation covering ``[rmin, rmax]``."""
+    absmax = max(abs(float(rmin)), abs(float(rmax)))
+    return np.float32(absmax / 32767.0 if absmax > 0 else 1.0), np.array(0, dtype=np.int16)
 
 
 def quantize_weight_per_channel(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,6 +107,14 @@ def _dq_node(name: str, scale: np.ndarray, zp: np.ndarray, q: np.ndarray, axis: 
     node = helper.make_node("DequantizeLinear", [name + "_quantized", name + "_scale", name + "_zero_point"], [name],
                             name=name + "_DequantizeLinear", **kw)
     return inits, node
+
+
+def _qdq_pair(src: str, qparams: list[str], prefix: str, dst: str) -> list[onnx.NodeProto]:
+    """``QuantizeLinear(src) -> DequantizeLinear -> dst`` with the named scale and zero point, the nodes and their
+    integer tensor named after ``prefix`` (``prefix_QuantizeLinear``, ``prefix_QuantizeLinear_Output`` ...)."""
+    q = prefix + "_QuantizeLinear_Output"
+    return [helper.make_node("QuantizeLinear", [src, *qparams], [q], name=prefix + "_QuantizeLinear"),
+            helper.make_node("DequantizeLinear", [q, *qparams], [dst], name=prefix + "_DequantizeLinear")]
 
 
 def wide_input_matmul_weights(graph: onnx.GraphProto, plan: QuantPlan) -> set[str]:
@@ -203,11 +218,7 @@ def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str
             scale, zp = act_q[tensor]
             g.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), tensor + "_scale"),
                                   numpy_helper.from_array(zp, tensor + "_zero_point")])
-        tail += [helper.make_node("QuantizeLinear", [src, tensor + "_scale", tensor + "_zero_point"],
-                                  [tensor + "_QuantizeLinear_Output"], name=tensor + "_QuantizeLinear"),
-                 helper.make_node("DequantizeLinear", [tensor + "_QuantizeLinear_Output", tensor + "_scale",
-                                                       tensor + "_zero_point"], [dst],
-                                  name=tensor + "_DequantizeLinear")]
+        tail += _qdq_pair(src, [tensor + "_scale", tensor + "_zero_point"], tensor, dst)
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in g.node:
         for x in node.input:
@@ -224,10 +235,7 @@ def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str
                     qp = [part + "_scale", part + "_zero_point"]
                     g.initializer.extend([numpy_helper.from_array(np.array(act_q[tensor][0], np.float32), qp[0]),
                                           numpy_helper.from_array(act_q[tensor][1], qp[1])])
-                tail += [helper.make_node("QuantizeLinear", [part] + qp, [part + "_QuantizeLinear_Output"],
-                                          name=part + "_QuantizeLinear"),
-                         helper.make_node("DequantizeLinear", [part + "_QuantizeLinear_Output"] + qp, [rewire[part]],
-                                          name=part + "_DequantizeLinear")]
+                tail += _qdq_pair(part, qp, part, rewire[part])
     for tensor in plan.fp16_tensors:
         src, dst = reroute(tensor, "_fp16_Output")
         tail += [helper.make_node("Cast", [src], [tensor + "__h"], to=onnx.TensorProto.FLOAT16, name=tensor + "__toh"),
@@ -236,6 +244,18 @@ def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str
         for i, name in enumerate(node.input):
             if name in rewire:
                 node.input[i] = rewire[name]
+    by_name = {n.name: n for n in g.node}
+    for name, source in plan.signed_16bit_inputs.items():  # int16 second inputs, requantized right before the node
+        node, p = by_name[name], name + "_int16"
+        if qparams_as_inputs:
+            g.input.append(helper.make_tensor_value_info(p + "_scale", onnx.TensorProto.FLOAT, []))
+        else:
+            g.initializer.append(numpy_helper.from_array(
+                np.array(signed_16bit_qparams(*ranges[source])[0], np.float32), p + "_scale"))
+        g.initializer.append(numpy_helper.from_array(np.array(0, np.int16), p + "_zero_point"))
+        qp = [p + "_scale", p + "_zero_point"]
+        tail += _qdq_pair(node.input[1], qp, p, p + "_DequantizeLinear_Output")
+        node.input[1] = p + "_DequantizeLinear_Output"
     nodes = head + list(g.node) + tail
     del g.node[:]
     g.node.extend(_toposort(nodes, {i.name for i in g.input} | {t.name for t in g.initializer}))
@@ -257,6 +277,8 @@ def qparam_feeds(plan: QuantPlan, ranges: dict[str, tuple[float, float]]) -> dic
     for t, bits in plan.act_bits.items():
         scale, zp = activation_qparams(*ranges[t], bits)
         out[t + "_scale"], out[t + "_zero_point"] = np.array(scale, np.float32), zp
+    for node, source in plan.signed_16bit_inputs.items():
+        out[node + "_int16_scale"] = np.array(signed_16bit_qparams(*ranges[source])[0], np.float32)
     return out
 
 

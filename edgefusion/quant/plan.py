@@ -14,6 +14,10 @@ Rules (an NPU's view of a mixed-precision graph):
 * Weights of integer layers are int8, symmetric, per output channel (per tensor for the op types a device lists in
   ``weights.per_tensor_with_16bit_activations`` when their input is 16-bit); every float initializer of an FP16
   layer is stored as float16.
+* 16-bit activations are uint16, asymmetric. Where a device lists an op type in
+  ``activations.signed_16bit_second_input``, an op of that type whose two inputs are both 16-bit activations reads
+  its second input requantized to int16, symmetric (zero point 0), over its source's range (Qualcomm's HTP: the QNN
+  execution provider converts a uint16 second input to 8 bits; an int16 one it takes as it is).
 * A partial sum inside a layer (a convolution split over a concatenation's inputs,
   ``edgefusion.graph.split_concat_convs``) is an accumulator output: 16-bit QDQ in an integer layer, float16 in an
   FP16 one.
@@ -61,6 +65,7 @@ class QuantPlan:
     int32_biases: dict[str, tuple[str, str]] = field(default_factory=dict)  # bias -> (input activation, weight)
     const_bits: dict[str, int] = field(default_factory=dict)  # initializer -> bits (uint, asymmetric per tensor)
     promoted: dict[str, Precision] = field(default_factory=dict)  # layer -> the precision it was promoted to
+    signed_16bit_inputs: dict[str, str] = field(default_factory=dict)  # node -> source of its int16 second input
 
     def summary(self) -> dict:
         """Counts for the manifest."""
@@ -69,6 +74,7 @@ class QuantPlan:
                 "fp16_rounded_tensors": len(self.fp16_tensors), "int8_weights": len(self.int8_weights),
                 "int8_weights_per_tensor": sum(1 for a in self.int8_weights.values() if a is None),
                 "fp16_weights": len(self.fp16_weights), "int32_biases": len(self.int32_biases),
+                "int16_second_inputs": len(self.signed_16bit_inputs),
                 "uint_constants": len(self.const_bits), "promoted_layers": sorted(self.promoted)}
 
 
@@ -135,9 +141,11 @@ def layer_biases(nodes: list[onnx.NodeProto], idx: GraphIndex,
 
 
 def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: ResolvedPolicy,
-                      index: GraphIndex | None = None, per_tensor_a16: frozenset[str] = frozenset()) -> QuantPlan:
+                      index: GraphIndex | None = None, per_tensor_a16: frozenset[str] = frozenset(),
+                      signed_b16: frozenset[str] = frozenset()) -> QuantPlan:
     """Build the :class:`QuantPlan` for ``model`` under ``resolved`` precisions; ``per_tensor_a16``: op types
-    whose int8 weights are per tensor when their input activation is 16-bit (a device's need)."""
+    whose int8 weights are per tensor when their input activation is 16-bit; ``signed_b16``: op types whose second
+    input is int16 (symmetric) when both inputs are 16-bit activations (a device's needs, its profile says)."""
     idx = index or GraphIndex.build(model)
     layer_of: dict[str, Layer] = {}
     for layer in layers:
@@ -245,8 +253,24 @@ def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: Res
                 plan.fp16_weights += fp16_weight_inputs(node, idx)
     plan.fp16_weights = sorted(set(plan.fp16_weights) - set(plan.int8_weights) - set(plan.int32_biases)
                                - set(plan.const_bits))
+    plan.signed_16bit_inputs = signed_second_inputs(model, idx, plan, signed_b16, stop)
     plan.int32_biases = usable_biases(plan)
     return plan
+
+
+def signed_second_inputs(model: onnx.ModelProto, idx: GraphIndex, plan: QuantPlan, op_types: frozenset[str],
+                         stop: set[str] | frozenset[str] = frozenset()) -> dict[str, str]:
+    """``{node: source}`` for each op of ``op_types`` whose two inputs are both 16-bit activations (e.g. attention
+    scores and the probabilities times the values): its second input is read requantized to int16 over the range of
+    ``source``, the quantized tensor it comes from; ``stop``: the boundary tensors (:func:`quantized_source`)."""
+    out = {}
+    for node in model.graph.node:
+        if node.op_type not in op_types or len(node.input) < 2 or node.input[1] in idx.initializers:
+            continue
+        a, b = (quantized_source(t, idx.producer, stop) for t in node.input[:2])
+        if plan.act_bits.get(a) == 16 and plan.act_bits.get(b) == 16:
+            out[node.name] = b
+    return out
 
 
 def usable_biases(plan: QuantPlan) -> dict[str, tuple[str, str]]:

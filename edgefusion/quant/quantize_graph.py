@@ -56,10 +56,11 @@ def prepare_float_graph(float_path: Path) -> onnx.ModelProto:
 def quantize_graph(float_path: Path, out_path: Path, component: str, spec: PolicySpec,
                    feeds: Sequence[dict[str, np.ndarray]], progress: bool = False, method: str | None = None,
                    groups: Sequence[int] | None = None,
-                   per_tensor_a16: Sequence[str] = ()) -> QuantizedGraph:
+                   per_tensor_a16: Sequence[str] = (), signed_b16: Sequence[str] = ()) -> QuantizedGraph:
     """Resolve ``spec`` on the graph's layers, estimate ranges over ``feeds`` with ``method`` (None: the default;
     ``groups``: the prompt each feed came from, None: all from one) and write the QDQ graph. ``per_tensor_a16``:
-    op types whose weights are per tensor when their input is 16-bit (the device profile's ``weights``). The
+    op types whose weights are per tensor when their input is 16-bit (the device profile's ``weights``);
+    ``signed_b16``: op types whose second input is int16 when both are 16-bit (its ``activations``). The
     result's ``resolved`` precisions include the plan's promotions (``plan.promoted``)."""
     float_path = Path(float_path)
     model = prepare_float_graph(float_path)
@@ -72,7 +73,8 @@ def quantize_graph(float_path: Path, out_path: Path, component: str, spec: Polic
             source = float_path.with_name(f".{Path(out_path).stem}.{float_path.name}")  # beside: shares the weights
             onnx.save(model, str(source))
             layers = rewritten  # the same names: ``resolved`` still applies
-        plan = plan_quantization(model, layers, resolved, GraphIndex.build(model), frozenset(per_tensor_a16))
+        plan = plan_quantization(model, layers, resolved, GraphIndex.build(model), frozenset(per_tensor_a16),
+                                 frozenset(signed_b16))
         if plan.promoted:  # what runs: weighted layers promoted to one width (quant/plan.py)
             resolved = ResolvedPolicy(resolved.policy, {**resolved.precisions, **plan.promoted}, resolved.op_types)
         del model

@@ -56,11 +56,21 @@ def _runtime_images(folder: Path, ort_defaults: bool) -> tuple[np.ndarray, np.nd
 
     from edgefusion.runtime.pipeline import OnnxStableDiffusion
 
+    from edgefusion.runtime.session import open_session, run_session
+
     runtime = OnnxStableDiffusion(folder, ort_defaults=ort_defaults)
     own = runtime(PROMPT, seed=SEED, steps=STEPS, guidance_scale=GS)
     cfg = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     runtime.scheduler = DDIMScheduler.from_config(cfg, clip_sample=False)
-    return own, runtime(PROMPT, seed=SEED, steps=STEPS, guidance_scale=GS)
+    final = []
+    runtime(PROMPT, seed=SEED, steps=STEPS, guidance_scale=GS, on_step=lambda i, t, n, latents: final.append(latents))
+    # decoded with the diffusers pipeline's own arithmetic: it multiplies by 1 / 0.18215 where edgefusion divides by
+    # the folder's factor; one rounding apart, which a quantized decoder can turn into another image (2026-11-30:
+    # 0.00049 apart with identical latents at every step)
+    z = (1 / 0.18215 * final[-1]).astype(np.float32)
+    vae = open_session(folder / "vae_decoder" / "model.onnx", ort_defaults=ort_defaults)
+    image = run_session(vae, {"latent_sample": z})[0]
+    return own, np.clip(image / 2 + 0.5, 0, 1)[0].transpose(1, 2, 0).astype(np.float32)
 
 
 def test_fp16_export_identical_in_optimum_and_diffusers(fp16_export, tmp_path):

@@ -86,7 +86,8 @@ def test_every_graph_compiles_for_htp_v75(qnn_exports, policy):
                 assert g["htp_form"] == "fp16 rounding removed" and g["cast_nodes_removed"] > 0, g
             else:
                 assert g["htp_form"] == "as exported", g
-            assert g["qnn_op_counts"].get("Cast", 0) <= 4, g  # no rounding pairs; I/O casts may stay
+            # no rounding pairs; I/O casts may stay, and the UNet's timestep sinusoid casts two table indices to int32
+            assert g["qnn_op_counts"].get("Cast", 0) <= 4 + 2 * (comp == "unet"), g
             if policy == "w8a16":  # integer norms, SiLU and GELU run as integer ops (no float island)
                 assert not {"GroupNorm", "LayerNorm", "InstanceNorm", "Sigmoid", "Gelu"} & set(g["qnn_float_ops"]), g
             elif policy in FP16_UNET_NORMS and comp == "unet":  # FP16 norms and SiLU stay float, as the policy says
@@ -97,6 +98,9 @@ def test_every_graph_compiles_for_htp_v75(qnn_exports, policy):
         if policy == "w8a16" and comp == "text_encoder":  # its attention MatMuls read an int16 second input, which
             # the HTP keeps at 16 bits (a uint16 one the EP makes 8-bit: 27.8 dB from the CPU simulation before)
             assert manifest["components"][comp]["plan"]["int16_second_inputs"] > 0
+            assert rec["htp_vs_cpu_sqnr_db"] >= 45, rec
+        if policy in ("w8a16", "fp16") and comp == "unet":  # the timestep sinusoid in its float16-safe form (the
+            # HTP computes float ops in float16: t x F at t ~ 1000 was off by a quarter radian, 35.5 / 37.7 dB before)
             assert rec["htp_vs_cpu_sqnr_db"] >= 45, rec
         print(f"{policy} {comp}: emulated HTP vs CPU {rec['htp_vs_cpu_sqnr_db']} dB, vs PyTorch "
               f"{rec['htp_vs_torch_sqnr_db']} dB (CPU vs PyTorch {rec['cpu_vs_torch_sqnr_db']} dB)")

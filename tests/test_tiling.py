@@ -50,6 +50,28 @@ def test_tiling_is_exact_per_head_group_and_query_block(tiny_float_graphs, tiny_
         tile_attention(copy.deepcopy(model), {sites[0].softmax: (3, 8)})
 
 
+def test_tiling_keeps_int16_second_inputs_exact(tiny_float_graphs, tiny_calibration, tmp_path):
+    """A QDQ graph whose attention MatMuls read a requantized int16 second input (the Snapdragon profile's
+    ``activations``) still shows its sites, and tiling them computes the same (the requantizer is per tensor, so
+    each tile of it quantizes alike)."""
+    from edgefusion.quant.policy import load_policy
+    from edgefusion.quant.quantize_graph import quantize_graph
+    from edgefusion.runtime.session import open_session, run_session
+    from edgefusion.tiling.attention import find_attention_sites, tile_attention
+
+    cal, ver = tiny_calibration
+    qg = quantize_graph(tiny_float_graphs["unet"], tmp_path / "q.onnx", "unet", load_policy("w8a16"),
+                        [s.inputs for s in cal.samples["unet"]], method="minmax", signed_b16=["MatMul"])
+    assert qg.plan.signed_16bit_inputs
+    model = onnx.load(str(qg.path))
+    sites = find_attention_sites(model)
+    assert sites and all("_int16_" in s.key and "_int16_" in s.value for s in sites)
+    feeds = ver.samples["unet"][0].inputs
+    ref = run_session(open_session(qg.path), feeds)[0]
+    onnx.save(tile_attention(model, {s.softmax: (s.heads // 2, 5) for s in sites}), str(tmp_path / "tiled.onnx"))
+    assert np.array_equal(run_session(open_session(tmp_path / "tiled.onnx"), feeds)[0], ref)
+
+
 def test_candidates_cover_head_groups_and_query_blocks():
     from edgefusion.tiling.attention import AttentionSite
     from edgefusion.tiling.planner import candidate_tilings

@@ -297,8 +297,9 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
         refs_file = {k: data[k] for k in data.files}
     records, all_tiling = {}, {}
     quant_graphs = {c: stage_dir / c / NPU_FILE[c] for c in COMPONENT_ORDER}
-    a16_per_tensor = DeviceProfile.from_dict(device).weights["per_tensor_with_16bit_activations"]
-    signed_b16 = DeviceProfile.from_dict(device).activations["signed_16bit_second_input"]
+    profile = DeviceProfile.from_dict(device)  # validated once; its storage needs and figures serve every graph
+    a16_per_tensor = profile.weights["per_tensor_with_16bit_activations"]
+    signed_b16 = profile.activations["signed_16bit_second_input"]
     for comp in COMPONENT_ORDER:
         refs = [refs_file[f"{comp}/{i}"] for i in range(len(ver.samples[comp]))]
         fpath = stage_dir / "float" / comp / "model.onnx"
@@ -320,7 +321,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
             raise EdgeFusionError(f"the {which} {comp} graph produces NaN/inf on the verification inputs",
                                   "the model overflows in this precision: keep the overflowing layers FP32 in "
                                   "the policy")
-        tiling, profile = {}, DeviceProfile.from_dict(device)
+        tiling = {}
         if tile:  # attention tiling for the device's SRAM, verified against the untiled graph
             tiling = _tile_component(qg.path, comp, profile)
             if tiling:

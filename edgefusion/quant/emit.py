@@ -117,14 +117,15 @@ def _qdq_pair(src: str, qparams: list[str], prefix: str, dst: str) -> list[onnx.
             helper.make_node("DequantizeLinear", [q, *qparams], [dst], name=prefix + "_DequantizeLinear")]
 
 
-def wide_input_matmul_weights(graph: onnx.GraphProto, plan: QuantPlan) -> set[str]:
+def wide_input_matmul_weights(graph: onnx.GraphProto, plan: QuantPlan,
+                              producer: dict[str, onnx.NodeProto] | None = None) -> set[str]:
     """Per-channel int8 weights (channel axis 1) of the MatMuls and Gemms that read a 16-bit tensor.
 
     No integer kernel reads them, and onnxruntime would otherwise turn ``DQ(weight) -> MatMul`` into MatMulNBits,
     which by default computes with the *input* quantized to 8 bits (a 16-bit layer at 8-bit precision, under the
     default session options optimum and diffusers open). Their ``DequantizeLinear`` is written with ``axis=-1``, the
     same axis of a 2-D weight, which that fusion does not take."""
-    producer = {o: n for n in graph.node for o in n.output}
+    producer = producer if producer is not None else {o: n for n in graph.node for o in n.output}
     quantized = frozenset(plan.act_bits)
     return {node.input[1] for node in graph.node
             if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 and plan.int8_weights.get(node.input[1]) == 1
@@ -151,7 +152,7 @@ def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str
 
     # -- weights (int8 first: their scales set the biases' scales)
     kept, biases, w_scale = [], {}, {}
-    wide = wide_input_matmul_weights(g, plan)
+    wide = wide_input_matmul_weights(g, plan, producer)
     for t in g.initializer:
         if t.name in plan.int8_weights:
             axis = plan.int8_weights[t.name]

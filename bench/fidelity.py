@@ -53,9 +53,10 @@ def capture(model: str, n_cal: int, n_held: int, steps: int | None, work: Path) 
     return {"steps": steps, "cal": cal.count(), "held": held.count()}
 
 
-def measure(work: Path, comp: str, policy, method: str, graph: str | None = None) -> dict:
+def measure(work: Path, comp: str, policy, method: str, graph: str | None = None,
+            weight_rounding: str = "gptq") -> dict:
     """Quantize ``comp`` (the float graph in folder ``graph``, default ``comp``) under ``policy`` (a PolicySpec)
-    with ``method``; SQNR on the held-out samples."""
+    with ``method`` and ``weight_rounding``; SQNR on the held-out samples."""
     from edgefusion.calibration.capture import CalibrationSet
     from edgefusion.metrics import mean_sqnr_db
     from edgefusion.quant.quantize_graph import quantize_graph
@@ -65,7 +66,8 @@ def measure(work: Path, comp: str, policy, method: str, graph: str | None = None
     fpath = work / (graph or comp) / "model.onnx"
     t = time.perf_counter()
     qg = quantize_graph(fpath, fpath.parent / "q.onnx", comp, policy, [s.inputs for s in cal.samples[comp]],
-                        method=method, groups=[s.prompt_index for s in cal.samples[comp]])
+                        method=method, groups=[s.prompt_index for s in cal.samples[comp]],
+                        weight_rounding=weight_rounding)
     wall = time.perf_counter() - t
     fs, qs = open_session(fpath), open_session(qg.path)
     samples = held.samples[comp]
@@ -91,6 +93,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_capture_arguments(ap)
     ap.add_argument("--methods", default="minmax,mse,crossval")
+    ap.add_argument("--weight-rounding", default="gptq", help="gptq (the export's default) or nearest")
     args = ap.parse_args(argv)
 
     from edgefusion.quant.policy import load_policy
@@ -121,7 +124,7 @@ def main(argv=None) -> int:
     print("-" * len(head))
     for comp, spec, graph in cases + te:
         for method in methods:
-            r = measure(work, comp, spec, method, graph)
+            r = measure(work, comp, spec, method, graph, args.weight_rounding)
             ps = r["per_step"]
             steps = f"{ps[0]:.1f} / {ps[len(ps) // 2]:.1f} / {ps[-1]:.1f}" if len(ps) > 1 else "-"
             alpha = " ".join(f"{k}b x{v:g}" for k, v in r["alpha"].items()) or "-"

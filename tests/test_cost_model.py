@@ -94,6 +94,20 @@ def test_fallback_operators_are_priced_on_the_host():
     assert k["mm"].dram_bytes == 2000 + 2000  # loads what the host made, writes what the host reads
 
 
+def test_input_only_work_around_a_host_op_is_done_on_the_host():
+    """The timestep sinusoid's float16-safe form: an angle Mul before Sin and the angle-sum Mul/Add after it depend
+    on graph inputs only, so all of it runs on the host before the NPU starts (no NPU kernel, no fallback)."""
+    ops = [Op("ang", "Mul", "_elementwise", "vector_engine", "W8A16", 0, 100, ["t"], ["a"], 0, "", fusable=True),
+           Op("sin", "Sin", "_elementwise", "vector_engine", "W8A16", 0, 100, ["a"], ["s"], 0, ""),
+           Op("sum", "Mul", "_elementwise", "vector_engine", "W8A16", 0, 100, ["s", "t"], ["u"], 0, "", fusable=True),
+           Op("mm", "MatMul", "MatMul", "tensor_engine", "W8A8", 10**6, 1000, ["u"], ["o"], 0, "")]
+    sizes = {"t": 400, "a": 400, "s": 400, "u": 400, "o": 2000}
+    cost = estimate_graph(OpGraph("unet", ops, sizes, ["t"], ["o"]), _round_device(1e7))
+    k = {kc.name: kc for kc in cost.kernels}
+    assert [k[n].engine for n in ("ang", "sin", "sum", "mm")] == ["host", "host", "host", "tensor_engine"]
+    assert cost.fallbacks == 0 and all(k[n].overhead_ms == 0 for n in ("ang", "sin", "sum"))
+
+
 def _random_graph(rng: random.Random) -> OpGraph:
     ops, sizes, avail = [], {"x": rng.choice([1, 2, 4, 8]) * 2**18}, ["x"]
     for i in range(rng.randint(3, 24)):

@@ -54,7 +54,10 @@ def test_export_folder_layout_and_manifest(tiny_exports):
     # ranges: cross-validated over the 4 calibration prompts, the 16-bit tensors widened at least as much as 8-bit
     assert unet.ranges["method"] == "crossval" and len(unet.ranges["measured"]["crossval_sqnr_db"]) > 1
     assert float(unet.ranges["alpha"]["16"]) >= float(unet.ranges["alpha"]["8"]) >= 1.0
-    assert m.calibration["method"] == "crossval"
+    assert m.calibration["method"] == "crossval" and m.calibration["weight_rounding"] == "gptq"
+    # GPTQ rounds the int8 weights of the outermost level's linears (16-bit inputs); the FP16 graphs have none
+    assert unet.weight_rounding["method"] == "gptq" and unet.weight_rounding["layers"] == unet.weight_rounding["of"] > 0
+    assert m.components["text_encoder"].weight_rounding["layers"] == 0
     for c in m.components.values():
         assert c.float_vs_torch_sqnr_db > 60  # the float export itself is exact to fp32 rounding
     assert m.end_to_end["float_onnx_vs_torch_psnr_db"] > 60

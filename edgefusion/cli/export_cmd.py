@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument("--calibration-method", default=None,
                    help="activation ranges: crossval (default: min/max widened per bit width by the factor that "
                         "quantizes held-out calibration prompts best), minmax, or mse (clipping by least error)")
+    p.add_argument("--weight-rounding", default="gptq",
+                   help="int8 weights of linear layers that read 16-bit tensors: gptq (default: rounded against "
+                        "their calibration inputs, GPTQ) or nearest")
     p.add_argument("--device", default="exynos2400",
                    help="device profile: exynos2400, exynos2200, snapdragon8gen3, generic, or a profile YAML path")
     p.add_argument("--backend", default="auto", choices=("auto", "emulated", "qnn"),
@@ -73,6 +76,7 @@ def run(args) -> int:
                       max_graph_mb=args.max_graph_mb, target_sqnr=args.target_sqnr,
                       latency_budget_ms=args.latency_budget_ms, sensitivity=args.sensitivity,
                       calibration_method=args.calibration_method, strict=args.strict,
-                      backend=args.backend, htp_samples=args.htp_samples, executor=executor_from_args(args))
+                      backend=args.backend, htp_samples=args.htp_samples, executor=executor_from_args(args),
+                      weight_rounding=args.weight_rounding)
     print(json.dumps(manifest.to_dict(), indent=1) if args.json else format_summary(manifest, out))
     return 0

@@ -26,6 +26,7 @@ class ComponentRecord:
     ranges: dict = field(default_factory=dict)  # calibration method, its range factors and what they were chosen on
     deploy_form: dict = field(default_factory=dict)  # structural passes applied (folded casts, int32 ids, shapes)
     client: dict = field(default_factory=dict)  # the batch-dynamic client graph (UNet) and its check vs the NPU graph
+    weight_rounding: dict = field(default_factory=dict)  # int8 weights rounded by GPTQ (layers, of, samples) or nearest
 
 
 @dataclass

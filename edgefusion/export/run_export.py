@@ -59,7 +59,7 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
            target_sqnr: float | None = None, latency_budget_ms: float | None = None,
            sensitivity: str | None = None, calibration_method: str | None = None,
            strict: bool = False, backend: str = "auto", htp_samples: int = 4,
-           executor=None) -> ExportManifest:
+           executor=None, weight_rounding: str = "gptq") -> ExportManifest:
     """Export and quantize a Stable Diffusion model for ``device``; returns the manifest of the written folder.
 
     Every argument maps to one CLI flag of ``edgefusion export``. All inputs are checked before heavy work starts,
@@ -70,7 +70,8 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
     ``backend``: ``qnn`` compiles every graph for the Snapdragon HTP (``edgefusion[qnn]``), ``auto`` does so when
     the device is a Snapdragon and the extra is installed, ``emulated`` never; ``htp_samples`` verification inputs
     run on the emulated HTP. ``executor`` (an :class:`~edgefusion.executors.spec.ExecutorSpec`): where ``auto``'s
-    profiling step runs.
+    profiling step runs. ``weight_rounding``: ``gptq`` (int8 weights of linear layers behind 16-bit inputs rounded
+    against their calibration inputs, :mod:`edgefusion.quant.weight_rounding`) or ``nearest``.
     """
     from edgefusion.calibration.prompts import read_prompts, split_prompts
     from edgefusion.models.source import DEFAULT_MODEL, resolve_model_source
@@ -109,14 +110,20 @@ def export(model: str | None = None, mpq_policy: str = "default", device: str = 
     from edgefusion.quant.range_methods import resolve_method
 
     method = resolve_method(calibration_method, len(cal_prompts))  # one-line error when it needs more prompts
+    from edgefusion.quant.weight_rounding import WEIGHT_ROUNDING
+
+    if weight_rounding not in WEIGHT_ROUNDING:
+        raise EdgeFusionError(f"unknown weight rounding '{weight_rounding}'",
+                              f"pass --weight-rounding {' | '.join(WEIGHT_ROUNDING)}")
     with diagnostics.session(strict), atomic_dir(out, overwrite) as stage:
         return _export_into(stage, source, spec, profile, cal_prompts, ver_prompts, steps, seed,
                             allow_pickle, keep_float, progress, t_start, tiling, method.name,
-                            (run_qnn, qnn_note, htp_samples))
+                            (run_qnn, qnn_note, htp_samples), weight_rounding)
 
 
 def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, steps, seed, allow_pickle,
-                 keep_float, progress, t_start, tiling, method, qnn=(False, None, 4)) -> ExportManifest:
+                 keep_float, progress, t_start, tiling, method, qnn=(False, None, 4),
+                 weight_rounding: str = "gptq") -> ExportManifest:
     from edgefusion.isolated import run_isolated
 
     work = stage / ".work"
@@ -135,7 +142,7 @@ def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, s
         policy=spec.to_dict(), device=profile.name,
         calibration={"prompts": len(cal_prompts), "steps": steps, "guidance_scale": source.sampler.guidance_scale,
                      "samples": t_info["samples"], "digest": t_info["digest"], "verify_prompts": len(ver_prompts),
-                     "seed": seed, "method": method},
+                     "seed": seed, "method": method, "weight_rounding": weight_rounding},
         shapes=t_info["shapes"])
     if source.random_weights:
         manifest.notes.append("RANDOM weights (architecture preset): fidelity figures do not predict a trained model")
@@ -145,7 +152,7 @@ def _export_into(stage: Path, source, spec, profile, cal_prompts, ver_prompts, s
 
     check_rules_match(spec, {c: stage / "float" / c / "model.onnx" for c in COMPONENT_ORDER})
     o_info, o_rss = run_isolated(_onnx_stage, str(stage), spec.to_dict(), t_info["reference"], steps, progress,
-                                 profile.to_dict(), tiling, method, scratch=work)
+                                 profile.to_dict(), tiling, method, weight_rounding, scratch=work)
     manifest.components = {c: ComponentRecord(**r) for c, r in o_info["components"].items()}
     manifest.end_to_end = o_info["end_to_end"]
     for w in o_info["warnings"]:  # failed fidelity checks: printed and recorded, errors under --strict
@@ -273,7 +280,7 @@ def _device_ref(profile, stage: Path) -> str:
 
 
 def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: bool,
-                device: dict, tile: bool, method: str) -> dict:
+                device: dict, tile: bool, method: str, weight_rounding: str = "gptq") -> dict:
     """onnxruntime work (own process, no torch model): verify float graphs, quantize, verify, end-to-end image."""
     from edgefusion.calibration.capture import CalibrationSet
     from edgefusion.export.client_graph import (client_check_problem, make_self_contained, verify_client_graph,
@@ -310,7 +317,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
         qg = quantize_graph(fpath, stage_dir / comp / NPU_FILE[comp], comp, policy,
                             [s.inputs for s in cal.samples[comp]], progress=progress, method=method,
                             groups=[s.prompt_index for s in cal.samples[comp]],
-                            per_tensor_a16=a16_per_tensor, signed_b16=signed_b16)
+                            per_tensor_a16=a16_per_tensor, signed_b16=signed_b16, weight_rounding=weight_rounding)
         form = apply_deploy_form(qg.path, comp)  # before verification: the figures describe the graph written
         sess = open_session(qg.path)
         q_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
@@ -352,7 +359,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
             qdq_by_op_type=qg.qdq_by_op_type(), float_vs_torch_sqnr_db=round(mean_sqnr_db(refs, float_out), 2),
             quant_vs_torch_sqnr_db=round(mean_sqnr_db(refs, q_out), 2),
             quant_vs_float_sqnr_db=round(mean_sqnr_db(float_out, q_out), 2), verify_samples=len(q_out),
-            ranges=qg.range_rule,
+            ranges=qg.range_rule, weight_rounding=qg.weight_rounding,
             tiling={k: v for k, v in tiling.items() if k != "sites"} | ({"sites": len(tiling["sites"])}
                                                                           if tiling else {}))
         qg.resolved.save(stage_dir / comp / "precisions.json")

@@ -19,7 +19,8 @@ HOST, VIEW = "host", "view"
 
 def place_ops(graph: OpGraph, device: DeviceProfile) -> list[str]:
     """Per op: ``tensor_engine``, ``vector_engine``, ``view`` or ``host``. Vector work that depends on graph inputs
-    only and feeds a host op (the sinusoid of the timestep embedding) is done on the host before the NPU starts."""
+    only and feeds a host op, or reads one (the sinusoid of the timestep embedding: the angle before its Sin/Cos,
+    the angle-sum products after them), is done on the host before the NPU starts."""
     places = [VIEW if op.engine == VIEW else HOST if device.runs_on_host(op.op_type, op.precision) else op.engine
               for op in graph.ops]
     producer = {t: i for i, op in enumerate(graph.ops) for t in op.outputs}
@@ -36,6 +37,10 @@ def place_ops(graph: OpGraph, device: DeviceProfile) -> list[str]:
     for i in range(len(graph.ops) - 1, -1, -1):
         feeds_host[i] = any(places[c] == HOST or (input_only[c] and feeds_host[c]) for c in consumers.get(i, ()))
         if input_only[i] and feeds_host[i] and places[i] != VIEW:
+            places[i] = HOST
+    for i, op in enumerate(graph.ops):  # and what reads the host's results of such work, while it depends on inputs only
+        if input_only[i] and places[i] != VIEW and any(
+                t in producer and places[producer[t]] == HOST for t in op.inputs):
             places[i] = HOST
     return places
 

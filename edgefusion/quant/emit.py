@@ -25,12 +25,14 @@ the name ``W``; an activation ``X`` is quantized into ``X_QuantizeLinear_Output`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 from onnx.external_data_helper import load_external_data_for_tensor
 
+from edgefusion.quant.gptq import gptq_round
 from edgefusion.quant.plan import QuantPlan, quantized_source
 
 _ACT_TYPES = {8: (onnx.TensorProto.UINT8, np.uint8), 16: (onnx.TensorProto.UINT16, np.uint16)}
@@ -133,11 +135,14 @@ def wide_input_matmul_weights(graph: onnx.GraphProto, plan: QuantPlan,
 
 
 def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str, tuple[float, float]] | None,
-             qparams_as_inputs: bool = False) -> Path:
+             qparams_as_inputs: bool = False,
+             hessians: Mapping[str, tuple[np.ndarray, bool]] | None = None) -> Path:
     """Read the float graph at ``float_path``, apply ``plan`` and save to ``out_path``; returns ``out_path``.
 
     ``qparams_as_inputs``: a *probe* graph for range search, whose activation scales and zero points are graph
-    inputs (fed by :func:`qparam_feeds`, so one session evaluates any ranges) and whose biases stay float."""
+    inputs (fed by :func:`qparam_feeds`, so one session evaluates any ranges) and whose biases stay float.
+    ``hessians``: per-channel int8 weights rounded by GPTQ against their input's second moment (weight ->
+    (H, stored ``[out, in]``); ``edgefusion.quant.weight_rounding``) instead of to nearest; same scales."""
     float_path, out_path = Path(float_path), Path(out_path)
     model = onnx.load(str(float_path), load_external_data=False)
     g = model.graph
@@ -158,6 +163,8 @@ def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str
             axis = plan.int8_weights[t.name]
             w = _array(t, base).astype(np.float32)
             q, scale = quantize_weight_per_tensor(w) if axis is None else quantize_weight_per_channel(w, axis)
+            if hessians and t.name in hessians and axis is not None:
+                q = gptq_round(w, scale, *hessians[t.name])
             inits, node = _dq_node(t.name, scale, np.zeros_like(scale, dtype=np.int8), q,
                                    -1 if t.name in wide else axis)
             new_inits += inits

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import onnx
 
+from edgefusion.errors import EdgeFusionError
 from edgefusion.quant.graph_index import GraphIndex
 from edgefusion.quant.integer_forms import write_integer_forms
 from edgefusion.quant.layers import Layer, ensure_node_names, find_layers
@@ -20,6 +21,7 @@ from edgefusion.quant.plan import QuantPlan, plan_quantization
 from edgefusion.quant.policy import PolicySpec, ResolvedPolicy, resolve_policy
 from edgefusion.quant.emit import emit_qdq
 from edgefusion.quant.range_methods import estimate_ranges
+from edgefusion.quant.weight_rounding import WEIGHT_ROUNDING, weight_hessians
 from edgefusion.runtime.session import release_freed_memory
 
 
@@ -33,6 +35,7 @@ class QuantizedGraph:
     plan: QuantPlan
     ranges: dict[str, tuple[float, float]]
     range_rule: dict  # the calibration method's choice (RangeRule.summary())
+    weight_rounding: dict  # how int8 weights were rounded (``weight_hessians``' summary; {"method": "nearest"})
 
     def qdq_by_op_type(self) -> dict[str, dict[str, int]]:
         """Activation QDQ pairs per owning layer op type and bit width (graph inputs count as ``input``)."""
@@ -56,13 +59,20 @@ def prepare_float_graph(float_path: Path) -> onnx.ModelProto:
 def quantize_graph(float_path: Path, out_path: Path, component: str, spec: PolicySpec,
                    feeds: Sequence[dict[str, np.ndarray]], progress: bool = False, method: str | None = None,
                    groups: Sequence[int] | None = None,
-                   per_tensor_a16: Sequence[str] = (), signed_b16: Sequence[str] = ()) -> QuantizedGraph:
+                   per_tensor_a16: Sequence[str] = (), signed_b16: Sequence[str] = (),
+                   weight_rounding: str = "gptq") -> QuantizedGraph:
     """Resolve ``spec`` on the graph's layers, estimate ranges over ``feeds`` with ``method`` (None: the default;
     ``groups``: the prompt each feed came from, None: all from one) and write the QDQ graph. ``per_tensor_a16``:
     op types whose weights are per tensor when their input is 16-bit (the device profile's ``weights``);
-    ``signed_b16``: op types whose second input is int16 when both are 16-bit (its ``activations``). The
-    result's ``resolved`` precisions include the plan's promotions (``plan.promoted``)."""
+    ``signed_b16``: op types whose second input is int16 when both are 16-bit (its ``activations``);
+    ``weight_rounding``: ``gptq`` (the int8 weights of linear layers that read 16-bit tensors rounded against
+    their inputs, ``edgefusion.quant.weight_rounding``) or ``nearest``. The result's ``resolved`` precisions
+    include the plan's promotions (``plan.promoted``)."""
+    if weight_rounding not in WEIGHT_ROUNDING:
+        raise EdgeFusionError(f"unknown weight rounding '{weight_rounding}'",
+                              f"pass --weight-rounding {' | '.join(WEIGHT_ROUNDING)}")
     float_path = Path(float_path)
+    feeds = list(feeds)
     model = prepare_float_graph(float_path)
     layers = find_layers(model, component)
     resolved = resolve_policy(spec, layers)
@@ -81,9 +91,12 @@ def quantize_graph(float_path: Path, out_path: Path, component: str, spec: Polic
         rule = estimate_ranges(source, plan, feeds, groups, method, progress=progress,
                                desc=f"{component} ranges") if plan.act_bits else None
         ranges = rule.ranges(plan.act_bits) if rule else {}
-        path = emit_qdq(source, Path(out_path), plan, ranges)
+        hessians, rounding = ({}, {"method": "nearest"}) if weight_rounding == "nearest" else \
+            weight_hessians(source, plan, feeds, progress)
+        path = emit_qdq(source, Path(out_path), plan, ranges, hessians=hessians)
+        del hessians
     finally:
         if source != float_path:
             source.unlink(missing_ok=True)
     release_freed_memory()
-    return QuantizedGraph(path, layers, resolved, plan, ranges, rule.summary() if rule else {})
+    return QuantizedGraph(path, layers, resolved, plan, ranges, rule.summary() if rule else {}, rounding)

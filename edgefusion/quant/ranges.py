@@ -39,7 +39,7 @@ class RangeStats:
         return {t: (float(a), float(b)) for t, a, b in zip(self.tensors, self.lo.min(0), self.hi.max(0))}
 
 
-def _augmented(model_path: Path, reducers: dict[str, list[onnx.NodeProto]], extra_inits: list[onnx.TensorProto],
+def augmented_graph(model_path: Path, reducers: dict[str, list[onnx.NodeProto]], extra_inits: list[onnx.TensorProto],
                outputs: list[str], suffix: str) -> Path:
     """Save a copy of the graph with ``reducers`` placed right after each tensor's producer and ``outputs`` added."""
     model = onnx.load(str(model_path), load_external_data=False)
@@ -88,7 +88,7 @@ def collect_range_stats(model_path: Path, tensors: list[str], feeds: Sequence[di
             name = f"__range{i}_{op}"
             reducers.setdefault(t, []).append(helper.make_node(op, [t], [name], keepdims=0, name=name))
             outs.append(name)
-    aug = _augmented(model_path, reducers, [], outs, ".ranges.onnx")
+    aug = augmented_graph(model_path, reducers, [], outs, ".ranges.onnx")
     vals = _run_scalars(aug, len(outs), feeds, progress, desc).reshape(-1, len(tensors), 2)
     bad = [t for j, t in enumerate(tensors) if not np.isfinite(vals[:, j]).all()]
     if bad:
@@ -132,7 +132,7 @@ def collect_clip_errors(model_path: Path, candidates: dict[str, list[tuple[float
         reducers.setdefault(t, []).append(helper.make_node("ReduceSumSquare", [t], [p], keepdims=0, name=p))
         outs.append(p)
         where.append((t, len(cands)))
-    aug = _augmented(model_path, reducers, inits, outs, ".clip.onnx")
+    aug = augmented_graph(model_path, reducers, inits, outs, ".clip.onnx")
     total = _run_scalars(aug, len(outs), feeds, progress, desc).sum(0)
     out = {t: np.zeros(len(c) + 1) for t, c in candidates.items()}
     for (t, k), v in zip(where, total):

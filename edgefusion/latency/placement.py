@@ -38,7 +38,7 @@ def place_ops(graph: OpGraph, device: DeviceProfile) -> list[str]:
         feeds_host[i] = any(places[c] == HOST or (input_only[c] and feeds_host[c]) for c in consumers.get(i, ()))
         if input_only[i] and feeds_host[i] and places[i] != VIEW:
             places[i] = HOST
-    for i, op in enumerate(graph.ops):  # and what reads the host's results of such work, while it depends on inputs only
+    for i, op in enumerate(graph.ops):  # and input-only work that reads the host's results
         if input_only[i] and places[i] != VIEW and any(
                 t in producer and places[producer[t]] == HOST for t in op.inputs):
             places[i] = HOST

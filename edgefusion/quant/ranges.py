@@ -39,8 +39,8 @@ class RangeStats:
         return {t: (float(a), float(b)) for t, a, b in zip(self.tensors, self.lo.min(0), self.hi.max(0))}
 
 
-def augmented_graph(model_path: Path, reducers: dict[str, list[onnx.NodeProto]], extra_inits: list[onnx.TensorProto],
-               outputs: list[str], suffix: str) -> Path:
+def augmented_graph(model_path: Path, reducers: dict[str, list[onnx.NodeProto]],
+                    extra_inits: list[onnx.TensorProto], outputs: list[str], suffix: str) -> Path:
     """Save a copy of the graph with ``reducers`` placed right after each tensor's producer and ``outputs`` added."""
     model = onnx.load(str(model_path), load_external_data=False)
     # Each reduction sits right after the node producing its tensor: onnxruntime executes in node order, so

@@ -163,8 +163,9 @@ def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str
             axis = plan.int8_weights[t.name]
             w = _array(t, base).astype(np.float32)
             q, scale = quantize_weight_per_tensor(w) if axis is None else quantize_weight_per_channel(w, axis)
-            if hessians and t.name in hessians and axis is not None:
-                q = gptq_round(w, scale, *hessians[t.name])
+            if hessians and t.name in hessians and axis is not None:  # a Conv's [out, C, kh, kw] as [out, C*kh*kw]
+                h, out_first = hessians[t.name]
+                q = gptq_round(w.reshape(w.shape[0], -1) if w.ndim > 2 else w, scale, h, out_first).reshape(w.shape)
             inits, node = _dq_node(t.name, scale, np.zeros_like(scale, dtype=np.int8), q,
                                    -1 if t.name in wide else axis)
             new_inits += inits

@@ -1,25 +1,32 @@
-"""Output-aware rounding of int8 weights (GPTQ, Frantar et al. 2022) for linear layers that read 16-bit tensors.
+"""Output-aware rounding of int8 weights (GPTQ, Frantar et al. 2022) for the layers that read 16-bit tensors.
 
 Round to nearest minimises each weight's own error; what matters is the layer's *output* error on the inputs it
-sees. GPTQ rounds one input row of the weight at a time and spreads the rounding error over the rows not yet
-rounded, weighted by the inverse of the inputs' second moment ``H = X^T X`` (the Hessian of the output error), so
-correlated input channels compensate each other. Scales stay those of round-to-nearest (symmetric per channel), so
-the graph, its biases and every client are unchanged: only the int8 values move.
+sees. GPTQ (:mod:`edgefusion.quant.gptq`) rounds one input feature of the weight at a time and spreads the rounding
+error over the features not yet rounded, weighted by the inverse of the inputs' second moment ``H = X^T X`` (the
+Hessian of the output error), so correlated input features compensate each other. Scales stay those of round to
+nearest (symmetric per output channel), so the graph, its biases and every client are unchanged: only the int8
+values move.
 
-Where it is applied: MatMul and Gemm layers whose int8 per-channel weights read a 16-bit activation. There the
-weights are the error that is left (``w8a16`` text encoder on held-out prompts, ``crossval`` ranges: embedded model
-48.34 -> 52.05 dB, ``tiny`` 37.87 -> 42.68 dB; README "Fidelity"); behind an 8-bit input the input's own rounding
-dominates and GPTQ moved nothing (W8A8 text encoder 33.44 -> 33.46 dB, ``tiny`` 27.80 -> 27.68 dB), so layers
-behind 8-bit inputs keep round to nearest.
+Where it is applied: Conv (``group`` 1), MatMul and Gemm layers whose int8 per-channel weights read a 16-bit
+activation. There the weights are most of the error that is left (held-out prompts, ``crossval`` ranges, README
+"Fidelity"): ``w8a16`` text encoder 48.34 -> 52.05 dB on the embedded model and 37.87 -> 42.68 dB on ``tiny``;
+embedded UNet ``w8a16`` 43.02 -> 48.28 dB and ``default`` 41.65 -> 44.62 dB with the convolutions included (the
+linear layers alone: 43.30 and 41.73). Behind an 8-bit input the input's own rounding dominates and GPTQ moved
+nothing (W8A8 text encoder 33.44 -> 33.46 dB, W8A8 UNet 19.60 -> 19.62 dB), so those layers keep round to nearest.
 
-``H`` is streamed: one extra pass over (a subset of) the calibration samples, each layer input's ``X^T X`` computed
-inside the float graph by one Gemm placed right after its producer, so memory is the Hessians plus one inference.
+``H`` is streamed: one extra pass over (a subset of) the calibration samples. Each layer input's ``X^T X`` is
+computed inside the float graph, right after the tensor's producer, by one Gemm; a convolution's input first goes
+through a depthwise convolution with one-hot kernels (its patches, in the weight's ``[C, kh, kw]`` order, at the
+layer's pads, strides and dilations). The Hessians kept at once are bounded (``HESSIAN_BYTES``; the smallest first,
+the others keep round to nearest), and so is the pass's compute (``HESSIAN_MACS``, the float graph plus the Gemms);
+the manifest's ``weight_rounding`` says how many layers were rounded of how many, from how many samples.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import onnx
@@ -31,54 +38,126 @@ from edgefusion.quant.ranges import augmented_graph
 from edgefusion.runtime.session import open_session, release_freed_memory, run_session
 
 WEIGHT_ROUNDING = ("gptq", "nearest")
-HESSIAN_BYTES = 256 * 2 ** 20  # float64 Hessians kept at once; layers beyond keep round to nearest
-HESSIAN_MACS = 2e12  # compute budget of the Hessian pass, in multiply-accumulates of the float graph
+HESSIAN_BYTES = 256 * 2 ** 20  # float32 Hessians kept at once (each run returns as much again)
+HESSIAN_MACS = 2e12  # compute budget of the pass: float graph runs plus the Hessian Gemms, over all samples
+HESSIAN_SAMPLES = 64  # at most (the embedded UNet: 48.28 dB at w8a16 from 64 of its 320 samples, 48.14 from all)
 
 
-def gptq_targets(model: onnx.ModelProto, plan: QuantPlan) -> dict[str, tuple[str, bool]]:
-    """Int8 per-channel weights of MatMul/Gemm nodes whose activation input is 16-bit: weight -> (the node's
-    activation input, whether the weight is stored ``[out, in]``)."""
+@dataclass(frozen=True)
+class Patches:
+    """How a convolution reads its input: kernel size, pads (top, left, bottom, right), strides, dilations."""
+
+    kernel: tuple[int, int]
+    pads: tuple[int, int, int, int]
+    strides: tuple[int, int]
+    dilations: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One weight GPTQ rounds: the activation its layer reads and how (``patches`` for a convolution)."""
+
+    weight: str
+    input: str
+    features: int  # rows of the Hessian: the weight's input features
+    transposed: bool  # stored with the output channel first ([out, in], or a Conv's [out, C, kh, kw])
+    patches: Patches | None = None
+
+    @property
+    def key(self) -> tuple:
+        """Targets with the same key share one Hessian (e.g. q, k and v projections of one input)."""
+        return self.input, self.patches
+
+
+def _conv_patches(node: onnx.NodeProto, kernel: tuple[int, int]) -> Patches | None:
+    a = {x.name: x for x in node.attribute}
+    if a.get("group") is not None and a["group"].i != 1:
+        return None
+    if a.get("auto_pad") is not None and a["auto_pad"].s not in (b"", b"NOTSET"):
+        return None
+    ints = {k: tuple(v.ints) for k, v in a.items() if v.ints}
+    return Patches(kernel, ints.get("pads", (0, 0, 0, 0)), ints.get("strides", (1, 1)), ints.get("dilations", (1, 1)))
+
+
+def gptq_targets(model: onnx.ModelProto, plan: QuantPlan) -> list[Target]:
+    """The int8 per-channel weights of Conv (group 1, 2-D), MatMul and Gemm nodes whose activation input is 16-bit,
+    in graph order."""
     idx = GraphIndex.build(model)
     producer = {o: n for n in model.graph.node for o in n.output}
     stop = frozenset(plan.act_bits)
-    out: dict[str, tuple[str, bool]] = {}
+    out: list[Target] = []
     for node in model.graph.node:
-        if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
+        if node.op_type not in ("MatMul", "Gemm", "Conv") or len(node.input) < 2:
             continue
         w = node.input[1]
-        if plan.int8_weights.get(w) is None or len(idx.initializers[w].dims) != 2:
+        if plan.int8_weights.get(w) is None:
             continue  # not int8, or per tensor
-        attrs = {a.name: a.i for a in node.attribute}
-        if attrs.get("transA", 0):
-            continue
         if plan.act_bits.get(quantized_source(node.input[0], producer, stop)) != 16:
             continue
+        dims = list(idx.initializers[w].dims)
+        if node.op_type == "Conv":
+            patches = _conv_patches(node, tuple(dims[2:])) if len(dims) == 4 else None
+            if patches is not None:
+                out.append(Target(w, node.input[0], dims[1] * dims[2] * dims[3], True, patches))
+            continue
+        attrs = {a.name: a.i for a in node.attribute}
+        if len(dims) != 2 or attrs.get("transA", 0):
+            continue
         transposed = node.op_type == "Gemm" and bool(attrs.get("transB", 0))
-        out[w] = (node.input[0], transposed)
+        out.append(Target(w, node.input[0], dims[1] if transposed else dims[0], transposed))
     return out
 
 
-def collect_input_hessians(model_path: Path, inputs: Mapping[str, int], feeds: Sequence[dict[str, np.ndarray]],
-                           progress: bool = False) -> dict[str, np.ndarray]:
-    """``sum X^T X`` (float64) of each named tensor, flattened to ``[-1, width]``, over ``feeds``."""
+def _hessian_nodes(target: Target, channels: int, p: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Nodes writing ``p`` = ``X^T X`` of the target's input features, and their constants."""
+    n = target.features
+    inits = [numpy_helper.from_array(np.array([n, -1], np.int64), p + "_rows")]
+    if target.patches is None:  # a linear layer: rows are tokens
+        inits[0] = numpy_helper.from_array(np.array([-1, n], np.int64), p + "_rows")
+        return [helper.make_node("Reshape", [target.input, p + "_rows"], [p + "_x"], name=p + "_Reshape"),
+                helper.make_node("Gemm", [p + "_x", p + "_x"], [p], transA=1, name=p + "_Gemm")], inits
+    pt = target.patches
+    kh, kw = pt.kernel
+    onehot = np.zeros((n, 1, kh, kw), np.float32)  # output channel c*kh*kw + i*kw + j picks x[c] at offset (i, j)
+    onehot.reshape(n, kh * kw)[np.arange(n), np.arange(n) % (kh * kw)] = 1.0
+    inits += [numpy_helper.from_array(onehot, p + "_onehot"),
+              numpy_helper.from_array(np.array([0, n, -1], np.int64), p + "_per_image")]
+    nodes = [helper.make_node("Conv", [target.input, p + "_onehot"], [p + "_patches"], group=channels,
+                              kernel_shape=list(pt.kernel), pads=list(pt.pads), strides=list(pt.strides),
+                              dilations=list(pt.dilations), name=p + "_Patches"),
+             helper.make_node("Reshape", [p + "_patches", p + "_per_image"], [p + "_3d"], name=p + "_Reshape3"),
+             helper.make_node("Transpose", [p + "_3d"], [p + "_t"], perm=[1, 0, 2], name=p + "_Transpose"),
+             helper.make_node("Reshape", [p + "_t", p + "_rows"], [p + "_x"], name=p + "_Reshape"),
+             helper.make_node("Gemm", [p + "_x", p + "_x"], [p], transB=1, name=p + "_Gemm")]
+    return nodes, inits
+
+
+def collect_input_hessians(model_path: Path, targets: Sequence[Target], channels: dict[str, int],
+                           feeds: Sequence[dict[str, np.ndarray]], progress: bool = False) -> dict[tuple, np.ndarray]:
+    """``sum X^T X`` (float32, ``[features, features]``) of each target key's input features over ``feeds``;
+    ``channels``: a convolution weight's input channels."""
     from tqdm.auto import tqdm
 
     reducers: dict[str, list[onnx.NodeProto]] = {}
-    inits, outs = [], []
-    for i, (t, width) in enumerate(inputs.items()):
-        p = f"__hessian{i}"
-        inits.append(numpy_helper.from_array(np.array([-1, width], np.int64), p + "_shape"))
-        reducers[t] = [helper.make_node("Reshape", [t, p + "_shape"], [p + "_x"], name=p + "_Reshape"),
-                       helper.make_node("Gemm", [p + "_x", p + "_x"], [p], transA=1, name=p + "_Gemm")]
+    inits, outs, keys = [], [], []
+    for t in {t.key: t for t in targets}.values():
+        p = f"__hessian{len(keys)}"
+        nodes, consts = _hessian_nodes(t, channels.get(t.weight, 0), p)
+        reducers.setdefault(t.input, []).extend(nodes)
+        inits += consts
         outs.append(p)
+        keys.append(t.key)
     aug = augmented_graph(Path(model_path), reducers, inits, outs, ".hessians.onnx")
-    total = {t: np.zeros((w, w), np.float64) for t, w in inputs.items()}
+    total: dict[tuple, np.ndarray] = {}
     try:
         sess = open_session(aug)
         first = len(sess.get_outputs()) - len(outs)
         for feed in tqdm(feeds, desc="weight rounding", disable=not progress, leave=False):
-            for t, h in zip(inputs, run_session(sess, feed)[first:]):
-                total[t] += h
+            for k, h in zip(keys, run_session(sess, feed)[first:]):
+                if k in total:
+                    total[k] += h
+                else:
+                    total[k] = h.astype(np.float32, copy=True)
         del sess
     finally:
         aug.unlink(missing_ok=True)
@@ -86,32 +165,51 @@ def collect_input_hessians(model_path: Path, inputs: Mapping[str, int], feeds: S
     return total
 
 
+def _rows_per_sample(shapes: dict, target: Target) -> int:
+    """Rows of the target's ``X`` per calibration sample (tokens, or output positions of a convolution), from the
+    graph's inferred ``shapes``; 0 when unknown."""
+    dims = (shapes.get(target.input) or (None,))[0] or []
+    if not dims or any(d is None for d in dims):
+        return 0
+    if target.patches is None:
+        return int(np.prod(dims[:-1]))
+    pt, (n, _, h, w) = target.patches, dims
+    oh = (h + pt.pads[0] + pt.pads[2] - pt.dilations[0] * (pt.kernel[0] - 1) - 1) // pt.strides[0] + 1
+    ow = (w + pt.pads[1] + pt.pads[3] - pt.dilations[1] * (pt.kernel[1] - 1) - 1) // pt.strides[1] + 1
+    return int(n * oh * ow)
+
+
 def weight_hessians(model_path: Path, plan: QuantPlan, feeds: Sequence[dict[str, np.ndarray]],
                     progress: bool = False) -> tuple[dict[str, tuple[np.ndarray, bool]], dict]:
-    """The Hessian of each GPTQ target weight (``weight -> (H, transposed)``) and a summary for the manifest:
-    targets in graph order while their Hessians fit ``HESSIAN_BYTES``, samples evenly spread within
-    ``HESSIAN_MACS``."""
-    from edgefusion.quant.range_methods import search_sample_limit
+    """The Hessian of each GPTQ target weight (``weight -> (H, stored output channel first)``, as
+    :func:`~edgefusion.quant.emit.emit_qdq` takes them) and a summary for the manifest. Hessians are kept smallest
+    first within ``HESSIAN_BYTES``; samples are spread evenly over ``feeds``, at most ``HESSIAN_SAMPLES`` and as
+    many as ``HESSIAN_MACS`` allows for the float graph plus the kept Hessians' Gemms (at least one)."""
+    from edgefusion.graph.op_graph import build_op_graph
+    from edgefusion.graph.shapes import tensor_shapes
 
     model = onnx.load(str(model_path), load_external_data=False)
     targets = gptq_targets(model, plan)
     if not targets or not feeds:
         return {}, {"method": "gptq", "layers": 0, "of": len(targets), "samples": 0}
     dims = {i.name: list(i.dims) for i in model.graph.initializer}
-    widths: dict[str, int] = {}
-    kept: dict[str, tuple[str, bool]] = {}
-    used = 0
-    for w, (x, transposed) in targets.items():
-        width = dims[w][1] if transposed else dims[w][0]
-        cost = 0 if x in widths else width * width * 8
+    shared: dict[tuple, list[Target]] = {}
+    for t in targets:
+        shared.setdefault(t.key, []).append(t)
+    kept: list[Target] = []
+    used, gemm_macs, shapes = 0, 0, tensor_shapes(model)
+    for key, group in sorted(shared.items(), key=lambda kv: kv[1][0].features):
+        cost = group[0].features ** 2 * 4
         if used + cost > HESSIAN_BYTES:
             continue
         used += cost
-        widths[x] = width
-        kept[w] = (x, transposed)
-    del model
-    n = search_sample_limit(model_path, 1, HESSIAN_MACS, most=len(feeds))
+        gemm_macs += _rows_per_sample(shapes, group[0]) * group[0].features ** 2
+        kept += group
+    graph_macs = sum(op.macs for op in build_op_graph(model, Path(model_path).parent.name).ops)
+    del model, shapes
+    n = max(1, min(len(feeds), HESSIAN_SAMPLES, int(HESSIAN_MACS // max(graph_macs + gemm_macs, 1))))
     pick = np.unique(np.linspace(0, len(feeds) - 1, n).round().astype(int))
-    hessians = collect_input_hessians(model_path, widths, [feeds[i] for i in pick], progress)
-    out = {w: (hessians[x], t) for w, (x, t) in kept.items()}
+    channels = {t.weight: dims[t.weight][1] for t in kept if t.patches is not None}
+    hessians = collect_input_hessians(model_path, kept, channels, [feeds[i] for i in pick], progress)
+    out = {t.weight: (hessians[t.key], t.transposed) for t in kept}
     return out, {"method": "gptq", "layers": len(out), "of": len(targets), "samples": int(len(pick))}

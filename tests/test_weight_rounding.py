@@ -120,7 +120,7 @@ def test_gptq_rounds_the_convolutions_behind_16bit_inputs(tiny_float_graphs, tin
 
 def test_gptq_leaves_layers_behind_8bit_inputs_to_nearest(tiny_float_graphs, tiny_calibration, tmp_path):
     qg, _ = _te(tiny_float_graphs, tiny_calibration, tmp_path, "w8a8", "gptq")
-    assert qg.weight_rounding == {"method": "gptq", "layers": 0, "of": 0, "samples": 0}
+    assert qg.weight_rounding == {"method": "gptq", "layers": 0, "of": 0, "samples": 0, "passes": 0}
 
 
 def test_unknown_weight_rounding_is_one_line(tiny_float_graphs, tmp_path):

@@ -32,7 +32,6 @@ import onnx
 from onnx import helper, numpy_helper
 from onnx.external_data_helper import load_external_data_for_tensor
 
-from edgefusion.quant.gptq import gptq_round
 from edgefusion.quant.plan import QuantPlan, quantized_source
 
 _ACT_TYPES = {8: (onnx.TensorProto.UINT8, np.uint8), 16: (onnx.TensorProto.UINT16, np.uint16)}
@@ -136,13 +135,13 @@ def wide_input_matmul_weights(graph: onnx.GraphProto, plan: QuantPlan,
 
 def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str, tuple[float, float]] | None,
              qparams_as_inputs: bool = False,
-             hessians: Mapping[str, tuple[np.ndarray, bool]] | None = None) -> Path:
+             rounded: Mapping[str, np.ndarray] | None = None) -> Path:
     """Read the float graph at ``float_path``, apply ``plan`` and save to ``out_path``; returns ``out_path``.
 
     ``qparams_as_inputs``: a *probe* graph for range search, whose activation scales and zero points are graph
     inputs (fed by :func:`qparam_feeds`, so one session evaluates any ranges) and whose biases stay float.
-    ``hessians``: per-channel int8 weights rounded by GPTQ against their input's second moment (weight ->
-    (H, stored ``[out, in]``); ``edgefusion.quant.weight_rounding``) instead of to nearest; same scales."""
+    ``rounded``: int8 values of per-channel weights rounded otherwise than to nearest at the same scales (GPTQ,
+    ``edgefusion.quant.weight_rounding``), by weight name."""
     float_path, out_path = Path(float_path), Path(out_path)
     model = onnx.load(str(float_path), load_external_data=False)
     g = model.graph
@@ -163,9 +162,10 @@ def emit_qdq(float_path: Path, out_path: Path, plan: QuantPlan, ranges: dict[str
             axis = plan.int8_weights[t.name]
             w = _array(t, base).astype(np.float32)
             q, scale = quantize_weight_per_tensor(w) if axis is None else quantize_weight_per_channel(w, axis)
-            if hessians and t.name in hessians and axis is not None:  # a Conv's [out, C, kh, kw] as [out, C*kh*kw]
-                h, out_first = hessians[t.name]
-                q = gptq_round(w.reshape(w.shape[0], -1) if w.ndim > 2 else w, scale, h, out_first).reshape(w.shape)
+            if rounded and t.name in rounded and axis is not None:
+                if rounded[t.name].shape != q.shape or rounded[t.name].dtype != q.dtype:
+                    raise ValueError(f"rounded weight {t.name}: {rounded[t.name].shape} is not {q.shape}")
+                q = rounded[t.name]
             inits, node = _dq_node(t.name, scale, np.zeros_like(scale, dtype=np.int8), q,
                                    -1 if t.name in wide else axis)
             new_inits += inits

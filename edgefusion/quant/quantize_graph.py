@@ -21,7 +21,7 @@ from edgefusion.quant.plan import QuantPlan, plan_quantization
 from edgefusion.quant.policy import PolicySpec, ResolvedPolicy, resolve_policy
 from edgefusion.quant.emit import emit_qdq
 from edgefusion.quant.range_methods import estimate_ranges
-from edgefusion.quant.weight_rounding import WEIGHT_ROUNDING, weight_hessians
+from edgefusion.quant.weight_rounding import WEIGHT_ROUNDING, round_weights
 from edgefusion.runtime.session import release_freed_memory
 
 
@@ -35,7 +35,7 @@ class QuantizedGraph:
     plan: QuantPlan
     ranges: dict[str, tuple[float, float]]
     range_rule: dict  # the calibration method's choice (RangeRule.summary())
-    weight_rounding: dict  # how int8 weights were rounded (``weight_hessians``' summary; {"method": "nearest"})
+    weight_rounding: dict  # how int8 weights were rounded (``round_weights``' summary; {"method": "nearest"})
 
     def qdq_by_op_type(self) -> dict[str, dict[str, int]]:
         """Activation QDQ pairs per owning layer op type and bit width (graph inputs count as ``input``)."""
@@ -91,10 +91,10 @@ def quantize_graph(float_path: Path, out_path: Path, component: str, spec: Polic
         rule = estimate_ranges(source, plan, feeds, groups, method, progress=progress,
                                desc=f"{component} ranges") if plan.act_bits else None
         ranges = rule.ranges(plan.act_bits) if rule else {}
-        hessians, rounding = ({}, {"method": "nearest"}) if weight_rounding == "nearest" else \
-            weight_hessians(source, plan, feeds, progress)
-        path = emit_qdq(source, Path(out_path), plan, ranges, hessians=hessians)
-        del hessians
+        rounded, rounding = ({}, {"method": "nearest"}) if weight_rounding == "nearest" else \
+            round_weights(source, plan, feeds, progress)
+        path = emit_qdq(source, Path(out_path), plan, ranges, rounded=rounded)
+        del rounded
     finally:
         if source != float_path:
             source.unlink(missing_ok=True)

@@ -14,12 +14,13 @@ embedded UNet ``w8a16`` 43.02 -> 48.28 dB and ``default`` 41.65 -> 44.62 dB with
 linear layers alone: 43.30 and 41.73). Behind an 8-bit input the input's own rounding dominates and GPTQ moved
 nothing (W8A8 text encoder 33.44 -> 33.46 dB, W8A8 UNet 19.60 -> 19.62 dB), so those layers keep round to nearest.
 
-``H`` is streamed: one extra pass over (a subset of) the calibration samples. Each layer input's ``X^T X`` is
-computed inside the float graph, right after the tensor's producer, by one Gemm; a convolution's input first goes
-through a depthwise convolution with one-hot kernels (its patches, in the weight's ``[C, kh, kw]`` order, at the
-layer's pads, strides and dilations). The Hessians kept at once are bounded (``HESSIAN_BYTES``; the smallest first,
-the others keep round to nearest), and so is the pass's compute (``HESSIAN_MACS``, the float graph plus the Gemms);
-the manifest's ``weight_rounding`` says how many layers were rounded of how many, from how many samples.
+``H`` is streamed: passes over (a subset of) the calibration samples. Each layer input's ``X^T X`` is computed
+inside the float graph, right after the tensor's producer, by one Gemm; a convolution's input first goes through a
+depthwise convolution with one-hot kernels (its patches, in the weight's ``[C, kh, kw]`` order, at the layer's pads,
+strides and dilations). A pass collects at most ``HESSIAN_PASS_BYTES`` of Hessians, rounds their weights and drops
+them, so memory stays one inference plus one pass whatever the number of layers; the passes' compute is bounded
+(``HESSIAN_MACS``: the float graph runs plus the Gemms). The manifest's ``weight_rounding`` says how many layers
+were rounded of how many, from how many samples, in how many passes.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ from edgefusion.quant.ranges import augmented_graph
 from edgefusion.runtime.session import open_session, release_freed_memory, run_session
 
 WEIGHT_ROUNDING = ("gptq", "nearest")
-HESSIAN_BYTES = 256 * 2 ** 20  # float32 Hessians kept at once (each run returns as much again)
+HESSIAN_PASS_BYTES = 32 * 2 ** 20  # float32 Hessians of one pass (each run returns as much again)
+HESSIAN_MAX_BYTES = 256 * 2 ** 20  # one layer input's Hessian, at most (a pass of its own); larger: round to nearest
 HESSIAN_MACS = 2e12  # compute budget of the pass: float graph runs plus the Hessian Gemms, over all samples
-HESSIAN_SAMPLES = 64  # at most (the embedded UNet: 48.28 dB at w8a16 from 64 of its 320 samples, 48.14 from all)
+HESSIAN_SAMPLES = 64  # at most (the embedded UNet at w8a16: 48.53 dB from 64 of its 320 samples, 48.14 from all)
 
 
 @dataclass(frozen=True)
@@ -179,37 +181,74 @@ def _rows_per_sample(shapes: dict, target: Target) -> int:
     return int(n * oh * ow)
 
 
-def weight_hessians(model_path: Path, plan: QuantPlan, feeds: Sequence[dict[str, np.ndarray]],
-                    progress: bool = False) -> tuple[dict[str, tuple[np.ndarray, bool]], dict]:
-    """The Hessian of each GPTQ target weight (``weight -> (H, stored output channel first)``, as
-    :func:`~edgefusion.quant.emit.emit_qdq` takes them) and a summary for the manifest. Hessians are kept smallest
-    first within ``HESSIAN_BYTES``; samples are spread evenly over ``feeds``, at most ``HESSIAN_SAMPLES`` and as
-    many as ``HESSIAN_MACS`` allows for the float graph plus the kept Hessians' Gemms (at least one)."""
+def _passes(shared: dict[tuple, list[Target]]) -> list[list[Target]]:
+    """Targets grouped into passes whose Hessians fit ``HESSIAN_PASS_BYTES`` together, smallest first (one larger
+    than that is a pass of its own up to ``HESSIAN_MAX_BYTES``; beyond, it keeps round to nearest)."""
+    passes: list[list[Target]] = []
+    used = HESSIAN_PASS_BYTES  # start a new pass
+    for group in sorted(shared.values(), key=lambda g: g[0].features):
+        cost = group[0].features ** 2 * 4
+        if cost > HESSIAN_MAX_BYTES:
+            continue
+        if used + cost > HESSIAN_PASS_BYTES:
+            passes.append([])
+            used = 0
+        passes[-1] += group
+        used += cost
+    return passes
+
+
+def round_weights(model_path: Path, plan: QuantPlan, feeds: Sequence[dict[str, np.ndarray]],
+                  progress: bool = False) -> tuple[dict[str, np.ndarray], dict]:
+    """GPTQ-rounded int8 values of the plan's target weights (``weight -> int8 array``, at the scales
+    :func:`~edgefusion.quant.emit.quantize_weight_per_channel` gives, as :func:`~edgefusion.quant.emit.emit_qdq`
+    takes them) and a summary for the manifest. The Hessians are collected and used pass by pass, at most
+    ``HESSIAN_PASS_BYTES`` at a time; each pass runs the same samples, spread evenly over ``feeds`` (at most
+    ``HESSIAN_SAMPLES``), and passes run while the float graph runs plus the Hessian Gemms stay within
+    ``HESSIAN_MACS`` (at least one pass of one sample); targets of passes beyond keep round to nearest."""
     from edgefusion.graph.op_graph import build_op_graph
     from edgefusion.graph.shapes import tensor_shapes
+    from edgefusion.quant.emit import quantize_weight_per_channel
+    from edgefusion.quant.gptq import gptq_round
 
+    model_path = Path(model_path)
     model = onnx.load(str(model_path), load_external_data=False)
     targets = gptq_targets(model, plan)
+    none = {"method": "gptq", "layers": 0, "of": len(targets), "samples": 0, "passes": 0}
     if not targets or not feeds:
-        return {}, {"method": "gptq", "layers": 0, "of": len(targets), "samples": 0}
-    dims = {i.name: list(i.dims) for i in model.graph.initializer}
+        return {}, none
     shared: dict[tuple, list[Target]] = {}
     for t in targets:
         shared.setdefault(t.key, []).append(t)
-    kept: list[Target] = []
-    used, gemm_macs, shapes = 0, 0, tensor_shapes(model)
-    for key, group in sorted(shared.items(), key=lambda kv: kv[1][0].features):
-        cost = group[0].features ** 2 * 4
-        if used + cost > HESSIAN_BYTES:
-            continue
-        used += cost
-        gemm_macs += _rows_per_sample(shapes, group[0]) * group[0].features ** 2
-        kept += group
-    graph_macs = sum(op.macs for op in build_op_graph(model, Path(model_path).parent.name).ops)
-    del model, shapes
-    n = max(1, min(len(feeds), HESSIAN_SAMPLES, int(HESSIAN_MACS // max(graph_macs + gemm_macs, 1))))
+    passes = _passes(shared)
+    if not passes:
+        return {}, none
+    shapes = tensor_shapes(model)
+    graph_macs = sum(op.macs for op in build_op_graph(model, model_path.parent.name).ops)
+    pass_macs = [graph_macs + sum(_rows_per_sample(shapes, g[0]) * g[0].features ** 2
+                                  for g in {t.key: [t] for t in chunk}.values()) for chunk in passes]
+    n = max(1, min(len(feeds), HESSIAN_SAMPLES, int(HESSIAN_MACS // max(sum(pass_macs), 1))))
+    kept, spent = 0, 0.0
+    for macs in pass_macs:  # with fewer samples than a full run needs, as many passes as the budget pays for
+        if kept and spent + n * macs > HESSIAN_MACS:
+            break
+        spent += n * macs
+        kept += 1
+    initializers = {t.name: t for t in model.graph.initializer}
+    dims = {name: list(t.dims) for name, t in initializers.items()}
+    del shapes
     pick = np.unique(np.linspace(0, len(feeds) - 1, n).round().astype(int))
-    channels = {t.weight: dims[t.weight][1] for t in kept if t.patches is not None}
-    hessians = collect_input_hessians(model_path, kept, channels, [feeds[i] for i in pick], progress)
-    out = {t.weight: (hessians[t.key], t.transposed) for t in kept}
-    return out, {"method": "gptq", "layers": len(out), "of": len(targets), "samples": int(len(pick))}
+    samples = [feeds[i] for i in pick]
+    rounded: dict[str, np.ndarray] = {}
+    for chunk in passes[:kept]:
+        channels = {t.weight: dims[t.weight][1] for t in chunk if t.patches is not None}
+        hessians = collect_input_hessians(model_path, chunk, channels, samples, progress)
+        for t in chunk:
+            w = numpy_helper.to_array(initializers[t.weight], base_dir=str(model_path.parent)).astype(np.float32)
+            _, scale = quantize_weight_per_channel(w, plan.int8_weights[t.weight])
+            flat = w.reshape(w.shape[0], -1) if w.ndim > 2 else w
+            rounded[t.weight] = gptq_round(flat, scale, hessians[t.key], t.transposed).reshape(w.shape)
+        del hessians
+        release_freed_memory()
+    return rounded, {"method": "gptq", "layers": len(rounded), "of": len(targets), "samples": len(samples),
+                     "passes": kept}

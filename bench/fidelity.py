@@ -89,6 +89,26 @@ def add_capture_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--work", default=None, help="keep the captured sets here (default: a temporary folder)")
 
 
+def captured_w8a8_unet(args, folder: str):
+    """For the W8A8 input-latent benches: capture into ``args.work`` (or a temporary folder), then quantize the UNet
+    under ``w8a8`` with ``args.method`` into ``work/folder``. Returns ``(tmp, cal, held, float path, QuantizedGraph)``;
+    keep ``tmp`` (a TemporaryDirectory or None) alive while the files are used."""
+    from edgefusion.calibration.capture import CalibrationSet
+    from edgefusion.quant.policy import load_policy
+    from edgefusion.quant.quantize_graph import quantize_graph
+
+    tmp = None if args.work else tempfile.TemporaryDirectory()
+    work = Path(args.work or tmp.name)
+    work.mkdir(parents=True, exist_ok=True)
+    capture(args.model, args.calib_prompts, args.heldout_prompts, args.steps, work)
+    cal, held = CalibrationSet.load(work / "cal"), CalibrationSet.load(work / "held")
+    fpath = work / "unet" / "model.onnx"
+    qg = quantize_graph(fpath, work / folder / "q.onnx", "unet", load_policy("w8a8"),
+                        [s.inputs for s in cal.samples["unet"]], method=args.method,
+                        groups=[s.prompt_index for s in cal.samples["unet"]])
+    return tmp, cal, held, fpath, qg
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_capture_arguments(ap)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -39,28 +38,17 @@ def _input_quantizer(qdq: Path):
 
 
 def main(argv=None) -> int:
-    from fidelity import add_capture_arguments, capture
+    from fidelity import add_capture_arguments, captured_w8a8_unet
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_capture_arguments(ap)
     ap.add_argument("--method", default="crossval", help="range method (default: the export's)")
     args = ap.parse_args(argv)
 
-    from edgefusion.calibration.capture import CalibrationSet
     from edgefusion.metrics import mean_sqnr_db
-    from edgefusion.quant.policy import load_policy
-    from edgefusion.quant.quantize_graph import quantize_graph
     from edgefusion.runtime.session import open_session, run_session
 
-    tmp = None if args.work else tempfile.TemporaryDirectory()
-    work = Path(args.work or tmp.name)
-    work.mkdir(parents=True, exist_ok=True)
-    capture(args.model, args.calib_prompts, args.heldout_prompts, args.steps, work)
-    cal, held = CalibrationSet.load(work / "cal"), CalibrationSet.load(work / "held")
-    fpath = work / "unet" / "model.onnx"
-    qg = quantize_graph(fpath, work / "ic" / "q.onnx", "unet", load_policy("w8a8"),
-                        [s.inputs for s in cal.samples["unet"]], method=args.method,
-                        groups=[s.prompt_index for s in cal.samples["unet"]])
+    tmp, cal, held, fpath, qg = captured_w8a8_unet(args, "ic")
     fq = _input_quantizer(qg.path)
     fs, qs = open_session(fpath), open_session(qg.path)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,28 +43,17 @@ def _with_input_quantizer(qdq: Path, out: Path, scales: np.ndarray, zero_points:
 
 
 def main(argv=None) -> int:
-    from fidelity import add_capture_arguments, capture
+    from fidelity import add_capture_arguments, captured_w8a8_unet
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_capture_arguments(ap)
     ap.add_argument("--method", default="minmax", help="range method for the rest of the graph")
     args = ap.parse_args(argv)
 
-    from edgefusion.calibration.capture import CalibrationSet
     from edgefusion.metrics import mean_sqnr_db
-    from edgefusion.quant.policy import load_policy
-    from edgefusion.quant.quantize_graph import quantize_graph
     from edgefusion.runtime.session import open_session, run_session
 
-    tmp = None if args.work else tempfile.TemporaryDirectory()
-    work = Path(args.work or tmp.name)
-    work.mkdir(parents=True, exist_ok=True)
-    capture(args.model, args.calib_prompts, args.heldout_prompts, args.steps, work)
-    cal, held = CalibrationSet.load(work / "cal"), CalibrationSet.load(work / "held")
-    fpath = work / "unet" / "model.onnx"
-    qg = quantize_graph(fpath, work / "eq" / "q.onnx", "unet", load_policy("w8a8"),
-                        [s.inputs for s in cal.samples["unet"]], method=args.method,
-                        groups=[s.prompt_index for s in cal.samples["unet"]])
+    tmp, cal, held, fpath, qg = captured_w8a8_unet(args, "eq")
     x = np.stack([s.inputs["sample"][0] for s in cal.samples["unet"]])
     lo, hi = np.minimum(x.min(axis=(0, 2, 3)), 0), np.maximum(x.max(axis=(0, 2, 3)), 0)
     qmax = 255.0
@@ -74,9 +62,9 @@ def main(argv=None) -> int:
     elo, ehi = (lo / s).min(), (hi / s).max()
     step = (ehi - elo) / qmax
     variants = {"per tensor": qg.path,
-                "equalised": _with_input_quantizer(qg.path, work / "eq" / "equalised.onnx", step * s,
+                "equalised": _with_input_quantizer(qg.path, qg.path.parent / "equalised.onnx", step * s,
                                                    np.full(4, np.round(-elo / step))),
-                "per channel": _with_input_quantizer(qg.path, work / "eq" / "per_channel.onnx", (hi - lo) / qmax,
+                "per channel": _with_input_quantizer(qg.path, qg.path.parent / "per_channel.onnx", (hi - lo) / qmax,
                                                      np.round(-lo / ((hi - lo) / qmax)))}
     samples = held.samples["unet"]
     fs = open_session(fpath)

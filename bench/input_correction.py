@@ -1,6 +1,7 @@
 """Would a float correction of the input latent's quantization error help the W8A8 UNet? On held-out samples.
 
-At W8A8 the 8-bit input latent carries most of the UNet's output noise (README "Fidelity"). Its rounding error
+At W8A8 the 8-bit input latent carries a share of the UNet's output noise (most of it with the prompt split before
+its fix of 2026-11-30, whose held-out latents left the calibration range; README "Fidelity"). Its rounding error
 ``d = x - DQ(Q(x))`` is known wherever the float input is (the host), so a graph could add ``a(t) * d`` to the noise
 prediction: a first-order correction through the UNet's response to its input (about the identity at high noise,
 larger at low noise). This quantizes the UNet under ``w8a8`` (the export's way), fits one factor ``a`` per denoising

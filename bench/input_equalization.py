@@ -1,6 +1,6 @@
 """Does a per-channel quantizer for the UNet's input latent help at W8A8? Side by side, on held-out samples.
 
-At W8A8 the 8-bit input latent carries most of the UNet's output noise (README "Fidelity"), and its four channels
+At W8A8 the 8-bit input latent carries a share of the UNet's output noise (README "Fidelity"), and its four channels
 have different ranges. This quantizes the UNet under ``w8a8`` (the export's way), then rewrites only the input's
 quantizer and prints the SQNR against the float graph on held-out samples for:
 

@@ -49,3 +49,18 @@ def test_calibration_counts_round_trip_and_digest(tiny_calibration, tmp_path):
     back = CalibrationSet.load(tmp_path / "cal")
     assert back.digest() == cal.digest() != ver.digest()
     assert back.count() == cal.count()
+
+
+def test_calibration_and_verification_prompts_each_span_a_sorted_file():
+    from edgefusion.calibration.prompts import read_prompts, split_prompts
+
+    ranked = [f"{i:03d}" for i in range(300)]
+    cal, ver = split_prompts(ranked, 8, 8)
+    assert len(cal) == 8 and len(ver) == 8 and not set(cal) & set(ver)
+    for part in (cal, ver):  # each set reaches both ends of the file, not one half each
+        assert int(min(part)) < 40 and int(max(part)) > 260
+    assert split_prompts(ranked, 8, 2)[1] == ["060", "210"] and split_prompts(ranked, 3, 0) == (["000", "100",
+                                                                                                "200"], [])
+    # the embedded model's file lists its large shapes first: calibration must see small ones too
+    cal, ver = split_prompts(read_prompts(resolve_model_source("embedded").prompts_file), 8, 2)
+    assert any(" small " in p for p in cal) and any(" large " in p for p in cal)

@@ -45,9 +45,9 @@ def split_prompts(prompts: list[str], n_calib: int, n_verify: int) -> tuple[list
     """Disjoint calibration and verification prompts, each spread over the whole file (deterministic): the
     ``n_calib + n_verify`` prompts are picked at even spacing and every ``n / n_verify``-th pick (offset by half a
     step) verifies. Both sets span a sorted file; taking the first picks for calibration did not (the embedded
-    model's file lists its "a large ..." prompts first: the export's 8 calibration prompts held 7 large shapes, the
-    fidelity bench's 8 held 8 against 6 small ones held out, whose UNet input latents reached 6.2 where the
-    calibration's stopped at 4.3)."""
+    model's file lists its "a large ..." prompts first: the export's 8 calibration prompts held 7 large shapes, and
+    the fidelity bench calibrated on 8 large ones and held out 6 small ones, whose UNet input latents reached 6.2
+    where the calibration's stopped at 4.3)."""
     if n_calib < 1:
         raise EdgeFusionError(f"calibration needs at least one prompt, got {n_calib}", "pass --calib-prompts 1 or more")
     if len(prompts) < n_calib + n_verify:

@@ -4,8 +4,14 @@ One intra-op thread, batch 1, the project's own session options (``edgefusion.ru
 for comparison, onnxruntime's defaults. The quantized graphs carry int32 biases, so onnxruntime fuses
 ``DQ -> Conv/Gemm -> Q`` into integer kernels (QLinearConv, QGemm); the ratio says what that buys on this CPU.
 
+Each policy's UNet is timed twice: ``untiled`` (as the quantizer writes it) and ``exported``: the graph
+``edgefusion export --device DEVICE`` writes (``npu.onnx``: the deploy form, then the attention tiled where the
+device's latency model says it pays; tiling computes the same values, the export verifies it). The float UNet is
+timed as diffusers' graph and, as a reference for what tiling alone does on this CPU, tiled for the same device
+(``vs float tiled``). ``--device none``: no tiling.
+
     python bench/cpu_speed.py                              # embedded model
-    python bench/cpu_speed.py --model bk-sdm-tiny --calib-samples 4
+    python bench/cpu_speed.py --model bk-sdm-tiny --calib-samples 4 --repeats 5
 """
 
 from __future__ import annotations
@@ -47,12 +53,17 @@ def main(argv=None) -> int:
     ap.add_argument("--calib-samples", type=int, default=16, help="UNet calibration samples (ranges do not change "
                                                                    "the speed)")
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--device", default="exynos2400", help="device profile the export tiles for (the export's "
+                                                           "default); 'none': untiled rows only")
     args = ap.parse_args(argv)
 
     import onnx
     import onnxruntime as ort
 
     from edgefusion.calibration.capture import capture_calibration
+    from edgefusion.deploy.tiling import tile_for_device
+    from edgefusion.export.deploy_form import apply_deploy_form
+    from edgefusion.latency.device import load_device
     from edgefusion.calibration.prompts import read_prompts, split_prompts
     from edgefusion.models.torch_to_onnx import export_component
     from edgefusion.models.source import load_pipeline, resolve_model_source
@@ -67,6 +78,19 @@ def main(argv=None) -> int:
     cal_p, _ = split_prompts(read_prompts(src.prompts_file), max(2, args.calib_samples // (2 * steps)), 0)
     cal = capture_calibration(pipe, cal_p, steps, s.guidance_scale, s.height, s.width, progress=False)
     samples = cal.samples["unet"][:args.calib_samples]
+    device = None if args.device == "none" else load_device(args.device)
+
+    def tiled_copy(path: Path) -> tuple[Path | None, int]:
+        """``path``'s graph with the attention tiled for the device, beside it (its external weights shared);
+        (None, 0) when the device's latency model tiles nothing."""
+        model = onnx.load(str(path), load_external_data=False)
+        decided = tile_for_device(model, "unet", device) if device else {}
+        if not decided:
+            return None, 0
+        out = path.with_name("tiled.onnx")
+        onnx.save(model, str(out))
+        return out, len(decided)
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         fpath = export_component(pipe, "unet", samples[0].inputs, work / "float" / "model.onnx")
@@ -76,25 +100,40 @@ def main(argv=None) -> int:
         opts.intra_op_num_threads = 1
         sessions = {("float", "project"): open_session(fpath, threads=1),
                     ("float", "default"): ort.InferenceSession(str(fpath), opts, providers=["CPUExecutionProvider"])}
-        fused = {}
+        ftiled, n_float = tiled_copy(fpath)
+        if ftiled:
+            sessions[("float tiled", "project")] = open_session(ftiled, threads=1)
+        fused, sites = {}, {}
+        storage = ({"per_tensor_a16": device.weights["per_tensor_with_16bit_activations"],
+                    "signed_b16": device.activations["signed_16bit_second_input"]} if device else {})
         for i, policy in enumerate(args.policies.split(",")):
             label = Path(policy).stem  # a preset name or a policy file's name
             folder = work / f"q{i}"  # never the policy's own path (an absolute path would replace ``work``)
             qg = quantize_graph(fpath, folder / "model.onnx", "unet", load_policy(policy),
                                 [x.inputs for x in samples], groups=[x.prompt_index for x in samples],
-                                method="minmax")
+                                method="minmax", weight_rounding="nearest", **storage)  # values: same speed
+            apply_deploy_form(qg.path, "unet")
             opt = folder / "optimized.onnx"
-            sessions[(label, "project")] = open_session(qg.path, threads=1, optimized_model_path=opt)
-            sessions[(label, "default")] = ort.InferenceSession(str(qg.path), opts, providers=["CPUExecutionProvider"])
+            sessions[(f"{label}", "project")] = open_session(qg.path, threads=1, optimized_model_path=opt)
+            sessions[(f"{label}", "default")] = ort.InferenceSession(str(qg.path), opts,
+                                                                     providers=["CPUExecutionProvider"])
             ops = Counter(n.op_type for n in onnx.load(str(opt), load_external_data=False).graph.node)
             fused[label] = ", ".join(f"{k} {ops[k]}" for k in ("QLinearConv", "QGemm", "QLinearMatMul",
                                                                "MatMulInteger", "QLinearAdd") if ops[k])
+            tiled, sites[label] = tiled_copy(qg.path)
+            if tiled:
+                sessions[(f"{label} exported", "project")] = open_session(tiled, threads=1)
+                sessions[(f"{label} exported", "default")] = ort.InferenceSession(
+                    str(tiled), opts, providers=["CPUExecutionProvider"])
         med = _time_interleaved(sessions, feed, args.repeats)
         print(f"{args.model} UNet, 1 thread, batch 1, median of {args.repeats} runs, in interleaved blocks of 5 "
-              f"(onnxruntime {ort.__version__})")
-        print(f"{'graph':<12}{'session':<10}{'ms':>9}{'vs float':>10}  integer kernels")
+              f"(onnxruntime {ort.__version__}); 'exported': tiled for {args.device} as the export writes it "
+              f"({', '.join(f'{k} {v} attention sites' for k, v in sites.items())}; float tiled: {n_float})")
+        print(f"{'graph':<20}{'session':<10}{'ms':>9}{'vs float':>10}{'vs float tiled':>16}  integer kernels")
         for (label, kind), t in med.items():
-            print(f"{label:<12}{kind:<10}{t * 1e3:>9.2f}{t / med[('float', kind)]:>10.2f}  "
+            vs_tiled = (f"{t / med[('float tiled', 'project')]:>16.2f}"
+                        if kind == "project" and ("float tiled", "project") in med else f"{'':>16}")
+            print(f"{label:<20}{kind:<10}{t * 1e3:>9.2f}{t / med[('float', kind)]:>10.2f}{vs_tiled}  "
                   f"{fused.get(label, '') if kind == 'project' else ''}", flush=True)
     return 0
 

@@ -9,10 +9,11 @@ values move.
 
 Where it is applied: Conv (``group`` 1), MatMul and Gemm layers whose int8 per-channel weights read a 16-bit
 activation. There the weights are most of the error that is left (held-out prompts, ``crossval`` ranges, README
-"Fidelity"): ``w8a16`` text encoder 48.34 -> 52.05 dB on the embedded model and 37.87 -> 42.68 dB on ``tiny``;
-embedded UNet ``w8a16`` 43.02 -> 48.53 dB and ``default`` 41.65 -> 44.71 dB with the convolutions included (the
-linear layers alone: 43.30 and 41.73). Behind an 8-bit input the input's own rounding dominates and GPTQ moved
-nothing (W8A8 text encoder 33.44 -> 33.46 dB, W8A8 UNet 19.60 -> 19.62 dB), so those layers keep round to nearest.
+"Fidelity", ``python bench/fidelity.py``, measured after the prompt-split fix): ``w8a16`` text encoder 48.72 ->
+52.72 dB on the embedded model and 38.57 -> 41.59 dB on ``tiny``; embedded UNet ``w8a16`` 43.24 -> 49.14 dB and
+``default`` 42.00 -> 45.33 dB with the convolutions included. Behind an 8-bit input the input's own rounding
+dominates and GPTQ moved nothing (measured before that fix: W8A8 text encoder 33.44 -> 33.46 dB, W8A8 UNet 19.60 ->
+19.62 dB), so those layers keep round to nearest.
 
 ``H`` is streamed: passes over (a subset of) the calibration samples. Each layer input's ``X^T X`` is computed
 inside the float graph, right after the tensor's producer, by one Gemm; a convolution's input first goes through a

@@ -54,9 +54,10 @@ def capture(model: str, n_cal: int, n_held: int, steps: int | None, work: Path) 
 
 
 def measure(work: Path, comp: str, policy, method: str, graph: str | None = None,
-            weight_rounding: str = "gptq") -> dict:
+            weight_rounding: str = "gptq", fit_on: str = "cal") -> dict:
     """Quantize ``comp`` (the float graph in folder ``graph``, default ``comp``) under ``policy`` (a PolicySpec)
-    with ``method`` and ``weight_rounding``; SQNR on the held-out samples."""
+    with ``method`` and ``weight_rounding``; SQNR on the held-out samples. ``fit_on="held"``: ranges (and weight
+    rounding) fit on the held-out samples themselves, the bound a range estimate could reach, not a method."""
     from edgefusion.calibration.capture import CalibrationSet
     from edgefusion.metrics import mean_sqnr_db
     from edgefusion.quant.quantize_graph import quantize_graph
@@ -65,8 +66,9 @@ def measure(work: Path, comp: str, policy, method: str, graph: str | None = None
     cal, held = CalibrationSet.load(work / "cal"), CalibrationSet.load(work / "held")
     fpath = work / (graph or comp) / "model.onnx"
     t = time.perf_counter()
-    qg = quantize_graph(fpath, fpath.parent / "q.onnx", comp, policy, [s.inputs for s in cal.samples[comp]],
-                        method=method, groups=[s.prompt_index for s in cal.samples[comp]],
+    fit = {"cal": cal, "held": held}[fit_on]
+    qg = quantize_graph(fpath, fpath.parent / "q.onnx", comp, policy, [s.inputs for s in fit.samples[comp]],
+                        method=method, groups=[s.prompt_index for s in fit.samples[comp]],
                         weight_rounding=weight_rounding)
     wall = time.perf_counter() - t
     fs, qs = open_session(fpath), open_session(qg.path)

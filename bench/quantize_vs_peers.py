@@ -16,9 +16,14 @@ prompts are other prompts, sampled with seed + 10000 as the export does). The si
   a subprocess, arrays passed through files): default per-channel config, min_max / tf_enhanced / percentile, and
   SeqMSE (weights) + min_max; quantizers on the timestep path disabled. Judged through its own simulation session.
 
+* oracle (a bound, not a method): ours with ranges fit on the held-out samples themselves (``minmax`` and ``mse``),
+  so no range estimated from calibration samples can be expected to beat it by much: what is left to gain by range
+  estimation at these bits on these samples.
+
 Each method runs in its own process: wall time and peak RSS are of quantizing (capture and held-out evaluation
 excluded); SQNR is of the noise prediction on the held-out samples vs the float graph. A peer that is not installed
-is skipped with a message. Printed: one table, then ours-best vs best-peer (dB) and RSS ratios vs AIMET and ORT.
+is skipped with a message. Printed: one table, then ours-best vs best-peer (dB) and RSS ratios vs AIMET and ORT,
+and the oracle bound.
 
     python bench/quantize_vs_peers.py                                   # embedded model, 64 samples over 8 steps
     python bench/quantize_vs_peers.py --model bk-sdm-tiny --samples 8 --steps 2 --verify 1 --resolution 256
@@ -139,17 +144,22 @@ def ours_methods() -> tuple[list[str], str]:
     return list(METHODS), "edgefusion.quant.range_methods.METHODS"
 
 
+ORACLE_METHODS = ("minmax", "mse")
+
+
 def child_ours(args) -> dict:
-    """edgefusion's quantize_graph under the w8a8/w8a16 preset with one range method."""
+    """edgefusion's quantize_graph under the w8a8/w8a16 preset with one range method; as the ``oracle`` child, with
+    ranges fit on the held-out samples themselves (the bound, not a method)."""
     from edgefusion.calibration.capture import CalibrationSet
     from edgefusion.quant.policy import load_policy
     from edgefusion.quant.quantize_graph import quantize_graph
 
     work = Path(args.work)
-    out = work / "runs" / f"ours-{args.method}-{args.bits}" / "model.onnx"
+    side = "oracle" if args.child == "oracle" else "ours"
+    out = work / "runs" / f"{side}-{args.method}-{args.bits}" / "model.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    cal = CalibrationSet.load(work / "cal")
+    cal = CalibrationSet.load(work / ("ver" if side == "oracle" else "cal"))
     quantize_graph(work / "float" / "model.onnx", out, "unet", load_policy(args.bits),
                    [s.inputs for s in cal.samples["unet"]], method=args.method,
                    groups=[s.prompt_index for s in cal.samples["unet"]])
@@ -287,7 +297,8 @@ def report(info: dict, rows: list[tuple[str, str, str, dict]], notes: list[str])
     for bits in BITS:
         ok = [(s, m, r) for s, m, b, r in rows if b == bits and "error" not in r and r.get("sqnr_db") is not None]
         ours = [x for x in ok if x[0] == "ours"]
-        peers = [x for x in ok if x[0] != "ours"]
+        peers = [x for x in ok if x[0] not in ("ours", "oracle")]
+        oracle = [x for x in ok if x[0] == "oracle"]
         if not ours:
             continue
         best = max(ours, key=lambda x: x[2]["sqnr_db"])
@@ -303,6 +314,14 @@ def report(info: dict, rows: list[tuple[str, str, str, dict]], notes: list[str])
                 line += (f"; peak RSS ours-best / {peer}-lowest ({low[1]}) = {best[2]['peak_rss_mb']:.0f} / "
                          f"{low[2]['peak_rss_mb']:.0f} MB = {best[2]['peak_rss_mb'] / low[2]['peak_rss_mb']:.2f}")
         lines.append(line)
+        if oracle:
+            top = max(oracle, key=lambda x: x[2]["sqnr_db"])
+            line = (f"{bits.upper()}: oracle bound (ranges fit on the held-out samples themselves, not a method) = "
+                    f"{top[1]} {top[2]['sqnr_db']:.2f} dB, ours best {best[2]['sqnr_db'] - top[2]['sqnr_db']:+.2f} dB "
+                    f"from it")
+            if peers:
+                line += f"; best peer + 3 dB = {bp[2]['sqnr_db'] + 3:.2f} dB"
+            lines.append(line)
     lines += [f"note: {n}" for n in notes]
     return "\n".join(lines)
 
@@ -317,7 +336,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--resolution", type=int, default=None, help="image size in pixels (default: the model's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bits", default="w8a8,w8a16", help="comma list of w8a8, w8a16")
-    ap.add_argument("--peers", default="ours,ort,aimet", help="comma list of ours, ort, aimet")
+    ap.add_argument("--peers", default="ours,ort,aimet,oracle", help="comma list of ours, ort, aimet, oracle (the "
+                                                                      "bound: ranges fit on the held-out samples)")
     ap.add_argument("--ours-methods", default="auto", help="comma list, or auto (every method quantize_graph offers)")
     ap.add_argument("--ort-methods", default=",".join(ORT_METHODS))
     ap.add_argument("--aimet-methods", default=",".join(AIMET_METHODS))
@@ -334,7 +354,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--json", default=None, help="also write all results to this JSON file")
     ap.add_argument("--peers-from", default=None,
                     help="a --json file of an earlier run on the same samples: show its rows of the sides not run now")
-    ap.add_argument("--child", choices=["prepare", "float", "ours", "ort"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["prepare", "float", "ours", "ort", "oracle"], help=argparse.SUPPRESS)
     ap.add_argument("--method", default="", help=argparse.SUPPRESS)
     ap.add_argument("--bits-one", dest="bits_one", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -342,8 +362,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if b not in BITS:
             ap.error(f"--bits: unknown '{b}' (use w8a8, w8a16)")
     for p in _split(args.peers):
-        if p not in ("ours", "ort", "aimet"):
-            ap.error(f"--peers: unknown '{p}' (use ours, ort, aimet)")
+        if p not in ("ours", "ort", "aimet", "oracle"):
+            ap.error(f"--peers: unknown '{p}' (use ours, ort, aimet, oracle)")
     for m in _split(args.ort_methods):
         if m not in ORT_METHODS:
             ap.error(f"--ort-methods: unknown '{m}' (use {', '.join(ORT_METHODS)})")
@@ -361,9 +381,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run every side in its own process and print the table."""
     args = parse_args(argv)
     if args.child:
-        if args.child in ("ours", "ort"):
+        if args.child in ("ours", "ort", "oracle"):
             args.bits = args.bits_one
-        fn = {"prepare": prepare, "float": child_float, "ours": child_ours, "ort": child_ort}[args.child]
+        fn = {"prepare": prepare, "float": child_float, "ours": child_ours, "ort": child_ort,
+              "oracle": child_ours}[args.child]
         print(json.dumps(fn(args)))
         return 0
     args.work = Path(args.work or tempfile.mkdtemp(prefix="ef-peers-"))
@@ -397,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs += [("ours", m, b) for b in bits_list for m in methods]
     if "ort" in peers:
         jobs += [("ort", m, b) for b in bits_list for m in _split(args.ort_methods)]
+    if "oracle" in peers:
+        jobs += [("oracle", m, b) for b in bits_list for m in ORACLE_METHODS]
     if "aimet" in peers:
         why = aimet_available(args.aimet_python)
         if why:

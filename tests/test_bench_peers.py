@@ -14,7 +14,7 @@ import quantize_vs_peers as qp  # noqa: E402
 def test_options_default_to_the_issue_setting_and_reject_unknown_names():
     args = qp.parse_args([])
     assert (args.model, args.samples, args.steps, args.verify) == ("embedded", 64, 8, 2)
-    assert qp._split(args.bits) == ["w8a8", "w8a16"] and qp._split(args.peers) == ["ours", "ort", "aimet"]
+    assert qp._split(args.bits) == ["w8a8", "w8a16"] and qp._split(args.peers) == ["ours", "ort", "aimet", "oracle"]
     for bad in (["--bits", "w4a8"], ["--peers", "tensorrt"], ["--ort-methods", "mse"], ["--aimet-methods", "x"]):
         with pytest.raises(SystemExit):
             qp.parse_args(bad)
@@ -54,3 +54,15 @@ def test_table_shows_failures_and_ratios():
     text = qp.report(info, rows, ["AIMET skipped: x"])
     assert "failed: killed" in text and "+2.00 dB" in text and "ours-best / ort-lowest (minmax) = 100 / 200 MB = 0.50" in text
     assert "aimet-lowest" not in text and "note: AIMET skipped: x" in text
+
+
+def test_oracle_rows_are_a_bound_not_a_peer():
+    info = {"model": "m", "height": 32, "width": 32, "cal_samples": 4, "verify_samples": 2}
+    rows = [("ours", "minmax", "w8a8", {"sqnr_db": 30.0, "wall_s": 1.0, "peak_rss_mb": 100.0}),
+            ("ort", "minmax", "w8a8", {"sqnr_db": 29.0, "wall_s": 2.0, "peak_rss_mb": 200.0}),
+            ("oracle", "minmax", "w8a8", {"sqnr_db": 31.0, "wall_s": 1.0, "peak_rss_mb": 100.0}),
+            ("oracle", "mse", "w8a8", {"sqnr_db": 31.5, "wall_s": 1.0, "peak_rss_mb": 100.0})]
+    text = qp.report(info, rows, [])
+    assert "best peer = ort minmax 29.00 dB; difference +1.00 dB" in text  # the oracle is never the best peer
+    assert "oracle bound (ranges fit on the held-out samples themselves, not a method) = mse 31.50 dB" in text
+    assert "ours best -1.50 dB from it; best peer + 3 dB = 32.00 dB" in text

@@ -104,8 +104,7 @@ def main(argv=None) -> int:
         if ftiled:
             sessions[("float tiled", "project")] = open_session(ftiled, threads=1)
         fused, sites = {}, {}
-        storage = ({"per_tensor_a16": device.weights["per_tensor_with_16bit_activations"],
-                    "signed_b16": device.activations["signed_16bit_second_input"]} if device else {})
+        storage = {"storage": device.storage_needs()} if device else {}
         for i, policy in enumerate(args.policies.split(",")):
             label = Path(policy).stem  # a preset name or a policy file's name
             folder = work / f"q{i}"  # never the policy's own path (an absolute path would replace ``work``)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -175,3 +176,20 @@ def test_activation_storage_needs_are_data():
         assert load_device(name).activations == {"signed_16bit_second_input": []}
     d = load_device("snapdragon8gen3")
     assert DeviceProfile.from_dict(d.to_dict()).activations == d.activations
+
+
+def test_storage_needs_reach_the_quantizer_as_one_object():
+    """The two sections become one ``StorageNeeds`` (what ``quantize_graph`` takes), which round-trips as JSON; a
+    lone op type given as a string is refused rather than read as a set of letters."""
+    from edgefusion.quant.storage import StorageNeeds
+
+    need = load_device("snapdragon8gen3").storage_needs()
+    assert need == StorageNeeds(signed_16bit_second_input=frozenset({"MatMul"}))
+    assert load_device("exynos2400").storage_needs() == StorageNeeds()
+    d = load_device("snapdragon8gen3").to_dict()
+    d["weights"] = {"per_tensor_with_16bit_activations": ["MatMul", "Gemm"]}
+    need = DeviceProfile.from_dict(d).storage_needs()
+    assert need.per_tensor_16bit_input_weights == {"MatMul", "Gemm"}
+    assert StorageNeeds.from_dict(json.loads(json.dumps(need.to_dict()))) == need
+    with pytest.raises(TypeError, match="op type names"):
+        StorageNeeds(signed_16bit_second_input="MatMul")

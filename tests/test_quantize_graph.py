@@ -16,6 +16,7 @@ import pytest
 from edgefusion.metrics import mean_sqnr_db
 from edgefusion.quant.policy import load_policy
 from edgefusion.quant.quantize_graph import quantize_graph
+from edgefusion.quant.storage import StorageNeeds
 from edgefusion.runtime.session import open_session, run_session
 
 
@@ -182,7 +183,7 @@ def test_unshare_biases_gives_each_reader_its_own_copy(tmp_path):
 
 
 def test_per_tensor_matmul_weights_where_a_device_needs_them(tiny_float_graphs, tiny_calibration, tmp_path):
-    """``per_tensor_a16=["MatMul"]`` (snapdragon8gen3's profile): MatMul weights with a 16-bit input get one scale
+    """Per-tensor MatMul weights behind 16-bit inputs (snapdragon8gen3's ``weights`` section): MatMul weights with a 16-bit input get one scale
     and their int32 biases too; Conv stays per channel; an 8-bit input (``recipe``) keeps per-channel weights."""
     cal, ver = tiny_calibration
     feeds = [s.inputs for s in cal.samples["unet"]]
@@ -191,7 +192,7 @@ def test_per_tensor_matmul_weights_where_a_device_needs_them(tiny_float_graphs, 
     out = {}
     for name, policy, ops in (("pc", "w8a16", ()), ("pt", "w8a16", ("MatMul",)), ("d", "recipe", ("MatMul",))):
         qg = quantize_graph(tiny_float_graphs["unet"], tmp_path / f"{name}.onnx", "unet", load_policy(policy), feeds,
-                            per_tensor_a16=ops)
+                            storage=StorageNeeds(per_tensor_16bit_input_weights=ops))
         qs = open_session(qg.path)
         out[name] = (qg, onnx.load(str(qg.path)), mean_sqnr_db(ref, [run_session(qs, s.inputs)[0]
                                                                     for s in ver.samples["unet"]]))
@@ -217,7 +218,7 @@ def test_per_tensor_matmul_weights_where_a_device_needs_them(tiny_float_graphs, 
 
 
 def test_int16_second_inputs_where_a_device_needs_them(tiny_float_graphs, tiny_calibration, tmp_path):
-    """``signed_b16=["MatMul"]`` (snapdragon8gen3's profile): a MatMul of two 16-bit activations (the text encoder's
+    """int16 second inputs of MatMul (snapdragon8gen3's ``activations`` section): a MatMul of two 16-bit activations (the text encoder's
     attention under ``w8a16``) reads its second input requantized to int16, symmetric over its source's range
     (the QNN execution provider turns a uint16 one into uint8); the first input and every other quantizer stay
     uint16, and the extra 16-bit rounding costs little."""
@@ -228,7 +229,7 @@ def test_int16_second_inputs_where_a_device_needs_them(tiny_float_graphs, tiny_c
     out = {}
     for name, ops in (("u", ()), ("s", ("MatMul",))):
         qg = quantize_graph(tiny_float_graphs["text_encoder"], tmp_path / f"{name}.onnx", "text_encoder",
-                            load_policy("w8a16"), feeds, signed_b16=ops)
+                            load_policy("w8a16"), feeds, storage=StorageNeeds(signed_16bit_second_input=ops))
         qs = open_session(qg.path)
         out[name] = (qg, onnx.load(str(qg.path)),
                      mean_sqnr_db(ref, [run_session(qs, s.inputs)[0] for s in ver.samples["text_encoder"]]))

@@ -56,12 +56,14 @@ def test_tiling_keeps_int16_second_inputs_exact(tiny_float_graphs, tiny_calibrat
     each tile of it quantizes alike)."""
     from edgefusion.quant.policy import load_policy
     from edgefusion.quant.quantize_graph import quantize_graph
+    from edgefusion.quant.storage import StorageNeeds
     from edgefusion.runtime.session import open_session, run_session
     from edgefusion.tiling.attention import find_attention_sites, tile_attention
 
     cal, ver = tiny_calibration
     qg = quantize_graph(tiny_float_graphs["unet"], tmp_path / "q.onnx", "unet", load_policy("w8a16"),
-                        [s.inputs for s in cal.samples["unet"]], method="minmax", signed_b16=["MatMul"])
+                        [s.inputs for s in cal.samples["unet"]], method="minmax",
+                        storage=StorageNeeds(signed_16bit_second_input={"MatMul"}))
     assert qg.plan.signed_16bit_inputs
     model = onnx.load(str(qg.path))
     sites = find_attention_sites(model)

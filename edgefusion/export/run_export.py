@@ -305,8 +305,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
     records, all_tiling = {}, {}
     quant_graphs = {c: stage_dir / c / NPU_FILE[c] for c in COMPONENT_ORDER}
     profile = DeviceProfile.from_dict(device)  # validated once; its storage needs and figures serve every graph
-    a16_per_tensor = profile.weights["per_tensor_with_16bit_activations"]
-    signed_b16 = profile.activations["signed_16bit_second_input"]
+    storage = profile.storage_needs()
     for comp in COMPONENT_ORDER:
         refs = [refs_file[f"{comp}/{i}"] for i in range(len(ver.samples[comp]))]
         fpath = stage_dir / "float" / comp / "model.onnx"
@@ -317,7 +316,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
         qg = quantize_graph(fpath, stage_dir / comp / NPU_FILE[comp], comp, policy,
                             [s.inputs for s in cal.samples[comp]], progress=progress, method=method,
                             groups=[s.prompt_index for s in cal.samples[comp]],
-                            per_tensor_a16=a16_per_tensor, signed_b16=signed_b16, weight_rounding=weight_rounding)
+                            storage=storage, weight_rounding=weight_rounding)
         form = apply_deploy_form(qg.path, comp)  # before verification: the figures describe the graph written
         sess = open_session(qg.path)
         q_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]

@@ -11,6 +11,7 @@ import yaml
 
 from edgefusion.errors import EdgeFusionError
 from edgefusion.latency.profile_schema import ENGINES, PRECISIONS, validate_profile
+from edgefusion.quant.storage import StorageNeeds
 from edgefusion.resources import config_dir, shipped_names
 
 __all__ = ["DeviceProfile", "device_names", "load_device", "PRECISIONS", "ENGINES"]
@@ -105,6 +106,12 @@ class DeviceProfile:
         """Whether the NPU compiler hands this op to the host CPU: an op type it does not support, or FP32
         (no NPU precision)."""
         return op_type in self.host["ops"] or precision not in PRECISIONS
+
+    def storage_needs(self) -> StorageNeeds:
+        """What the device needs of the stored integer tensors (its ``weights`` and ``activations`` sections), as
+        the quantizer takes it."""
+        return StorageNeeds(frozenset(self.weights["per_tensor_with_16bit_activations"]),
+                            frozenset(self.activations["signed_16bit_second_input"]))
 
     def with_overrides(self, **limits: float | None) -> "DeviceProfile":
         """A copy with some ``limits`` replaced (``None`` values are ignored); validated."""

@@ -43,6 +43,7 @@ from edgefusion.quant.graph_index import GraphIndex
 from edgefusion.quant.layers import PASSTHROUGH_OPS, Layer
 from edgefusion.quant.policy import ResolvedPolicy
 from edgefusion.quant.precision import Precision
+from edgefusion.quant.storage import StorageNeeds
 from edgefusion.quant.weight_handlers import bias_slot, fp16_weight_inputs, is_float_init, weight_slots
 
 # layers of these types with int8 weights read and write one activation width (see the module's rules)
@@ -141,11 +142,9 @@ def layer_biases(nodes: list[onnx.NodeProto], idx: GraphIndex,
 
 
 def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: ResolvedPolicy,
-                      index: GraphIndex | None = None, per_tensor_a16: frozenset[str] = frozenset(),
-                      signed_b16: frozenset[str] = frozenset()) -> QuantPlan:
-    """Build the :class:`QuantPlan` for ``model`` under ``resolved`` precisions; ``per_tensor_a16``: op types
-    whose int8 weights are per tensor when their input activation is 16-bit; ``signed_b16``: op types whose second
-    input is int16 (symmetric) when both inputs are 16-bit activations (a device's needs, its profile says)."""
+                      index: GraphIndex | None = None, storage: StorageNeeds = StorageNeeds()) -> QuantPlan:
+    """Build the :class:`QuantPlan` for ``model`` under ``resolved`` precisions; ``storage``: what the device
+    needs of the stored tensors (per-tensor weights behind 16-bit inputs, int16 second inputs; its profile says)."""
     idx = index or GraphIndex.build(model)
     layer_of: dict[str, Layer] = {}
     for layer in layers:
@@ -245,7 +244,7 @@ def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: Res
                 plan.const_bits.setdefault(const, bits)
         for node in (nodes_by_name[n] for n in layer.nodes):
             if p.is_integer:
-                a16 = node.op_type in per_tensor_a16 and \
+                a16 = node.op_type in storage.per_tensor_16bit_input_weights and \
                     plan.act_bits.get(quantized_source(node.input[0], idx.producer, stop)) == 16
                 for slot, axis in weight_slots(node, idx):
                     plan.int8_weights.setdefault(node.input[slot], None if a16 else axis)
@@ -253,7 +252,7 @@ def plan_quantization(model: onnx.ModelProto, layers: list[Layer], resolved: Res
                 plan.fp16_weights += fp16_weight_inputs(node, idx)
     plan.fp16_weights = sorted(set(plan.fp16_weights) - set(plan.int8_weights) - set(plan.int32_biases)
                                - set(plan.const_bits))
-    plan.signed_16bit_inputs = signed_second_inputs(model, idx, plan, signed_b16, stop)
+    plan.signed_16bit_inputs = signed_second_inputs(model, idx, plan, storage.signed_16bit_second_input, stop)
     plan.int32_biases = usable_biases(plan)
     return plan
 

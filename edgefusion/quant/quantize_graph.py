@@ -21,6 +21,7 @@ from edgefusion.quant.plan import QuantPlan, plan_quantization
 from edgefusion.quant.policy import PolicySpec, ResolvedPolicy, resolve_policy
 from edgefusion.quant.emit import emit_qdq
 from edgefusion.quant.range_methods import estimate_ranges
+from edgefusion.quant.storage import StorageNeeds
 from edgefusion.quant.weight_rounding import WEIGHT_ROUNDING, round_weights
 from edgefusion.runtime.session import release_freed_memory
 
@@ -58,13 +59,11 @@ def prepare_float_graph(float_path: Path) -> onnx.ModelProto:
 
 def quantize_graph(float_path: Path, out_path: Path, component: str, spec: PolicySpec,
                    feeds: Sequence[dict[str, np.ndarray]], progress: bool = False, method: str | None = None,
-                   groups: Sequence[int] | None = None,
-                   per_tensor_a16: Sequence[str] = (), signed_b16: Sequence[str] = (),
+                   groups: Sequence[int] | None = None, storage: StorageNeeds = StorageNeeds(),
                    weight_rounding: str = "gptq") -> QuantizedGraph:
     """Resolve ``spec`` on the graph's layers, estimate ranges over ``feeds`` with ``method`` (None: the default;
-    ``groups``: the prompt each feed came from, None: all from one) and write the QDQ graph. ``per_tensor_a16``:
-    op types whose weights are per tensor when their input is 16-bit (the device profile's ``weights``);
-    ``signed_b16``: op types whose second input is int16 when both are 16-bit (its ``activations``);
+    ``groups``: the prompt each feed came from, None: all from one) and write the QDQ graph. ``storage``: what the
+    device needs of the stored tensors (``DeviceProfile.storage_needs()``; default: per-channel weights, uint16);
     ``weight_rounding``: ``gptq`` (the int8 weights of linear layers that read 16-bit tensors rounded against
     their inputs, ``edgefusion.quant.weight_rounding``) or ``nearest``. The result's ``resolved`` precisions
     include the plan's promotions (``plan.promoted``)."""
@@ -83,8 +82,7 @@ def quantize_graph(float_path: Path, out_path: Path, component: str, spec: Polic
             source = float_path.with_name(f".{Path(out_path).stem}.{float_path.name}")  # beside: shares the weights
             onnx.save(model, str(source))
             layers = rewritten  # the same names: ``resolved`` still applies
-        plan = plan_quantization(model, layers, resolved, GraphIndex.build(model), frozenset(per_tensor_a16),
-                                 frozenset(signed_b16))
+        plan = plan_quantization(model, layers, resolved, GraphIndex.build(model), storage)
         if plan.promoted:  # what runs: weighted layers promoted to one width (quant/plan.py)
             resolved = ResolvedPolicy(resolved.policy, {**resolved.precisions, **plan.promoted}, resolved.op_types)
         del model

@@ -61,10 +61,10 @@ def main(argv=None) -> int:
     import onnxruntime as ort
 
     from edgefusion.calibration.capture import capture_calibration
+    from edgefusion.calibration.prompts import read_prompts, split_prompts
     from edgefusion.deploy.tiling import tile_for_device
     from edgefusion.export.deploy_form import apply_deploy_form
     from edgefusion.latency.device import load_device
-    from edgefusion.calibration.prompts import read_prompts, split_prompts
     from edgefusion.models.torch_to_onnx import export_component
     from edgefusion.models.source import load_pipeline, resolve_model_source
     from edgefusion.quant.policy import load_policy
@@ -113,9 +113,8 @@ def main(argv=None) -> int:
                                 method="minmax", weight_rounding="nearest", **storage)  # values: same speed
             apply_deploy_form(qg.path, "unet")
             opt = folder / "optimized.onnx"
-            sessions[(f"{label}", "project")] = open_session(qg.path, threads=1, optimized_model_path=opt)
-            sessions[(f"{label}", "default")] = ort.InferenceSession(str(qg.path), opts,
-                                                                     providers=["CPUExecutionProvider"])
+            sessions[(label, "project")] = open_session(qg.path, threads=1, optimized_model_path=opt)
+            sessions[(label, "default")] = ort.InferenceSession(str(qg.path), opts, providers=["CPUExecutionProvider"])
             ops = Counter(n.op_type for n in onnx.load(str(opt), load_external_data=False).graph.node)
             fused[label] = ", ".join(f"{k} {ops[k]}" for k in ("QLinearConv", "QGemm", "QLinearMatMul",
                                                                "MatMulInteger", "QLinearAdd") if ops[k])

@@ -159,12 +159,12 @@ def child_ours(args) -> dict:
     out = work / "runs" / f"{side}-{args.method}-{args.bits}" / "model.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    cal = CalibrationSet.load(work / ("ver" if side == "oracle" else "cal"))
+    fit = CalibrationSet.load(work / ("ver" if side == "oracle" else "cal"))
     quantize_graph(work / "float" / "model.onnx", out, "unet", load_policy(args.bits),
-                   [s.inputs for s in cal.samples["unet"]], method=args.method,
-                   groups=[s.prompt_index for s in cal.samples["unet"]])
+                   [s.inputs for s in fit.samples["unet"]], method=args.method,
+                   groups=[s.prompt_index for s in fit.samples["unet"]])
     wall, rss = time.perf_counter() - t, rss_mb()
-    del cal
+    del fit
     return {"wall_s": wall, "peak_rss_mb": rss, "sqnr_db": sqnr_vs_float(evaluate(out, work), work)}
 
 

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
 
     from edgefusion.calibration.capture import capture_calibration
     from edgefusion.calibration.prompts import read_prompts, split_prompts
-    from edgefusion.deploy.tiling import tile_for_device
+    from edgefusion.deploy.tiling import tile_graph_file
     from edgefusion.export.deploy_form import apply_deploy_form
     from edgefusion.latency.device import load_device
     from edgefusion.models.torch_to_onnx import export_component
@@ -83,13 +83,9 @@ def main(argv=None) -> int:
     def tiled_copy(path: Path) -> tuple[Path | None, int]:
         """``path``'s graph with the attention tiled for the device, beside it (its external weights shared);
         (None, 0) when the device's latency model tiles nothing."""
-        model = onnx.load(str(path), load_external_data=False)
-        decided = tile_for_device(model, "unet", device) if device else {}
-        if not decided:
-            return None, 0
         out = path.with_name("tiled.onnx")
-        onnx.save(model, str(out))
-        return out, len(decided)
+        decided = tile_graph_file(path, "unet", device, out) if device else {}
+        return (out, len(decided)) if decided else (None, 0)
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

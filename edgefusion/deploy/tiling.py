@@ -40,6 +40,17 @@ def tile_for_device(model: onnx.ModelProto, component: str, device: DeviceProfil
                    "ms_tiled": c.ms_tiled} for name, c in chosen.items()}
 
 
+def tile_graph_file(path, component: str, device: DeviceProfile, out_path=None) -> dict:
+    """:func:`tile_for_device` on the graph file at ``path`` (structure only: external weights stay where they are),
+    written back to ``path`` or to ``out_path`` beside it (sharing the weights); nothing is written when no site
+    pays. Returns the decisions."""
+    model = onnx.load(str(path), load_external_data=False)
+    decided = tile_for_device(model, component, device)
+    if decided:
+        onnx.save(model, str(out_path or path))
+    return decided
+
+
 def extend_plan(plan, model: onnx.ModelProto) -> None:
     """Tensors the tiler added take the storage type of the tensor they are a piece of: tile tensors
     (``<name>__t<i>``) that of ``<name>``, the outputs of its splits and concats that of their first input."""

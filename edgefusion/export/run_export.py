@@ -283,6 +283,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
                 device: dict, tile: bool, method: str, weight_rounding: str = "gptq") -> dict:
     """onnxruntime work (own process, no torch model): verify float graphs, quantize, verify, end-to-end image."""
     from edgefusion.calibration.capture import CalibrationSet
+    from edgefusion.deploy.tiling import tile_graph_file
     from edgefusion.export.client_graph import (client_check_problem, make_self_contained, verify_client_graph,
                                                 write_client_graph)
     from edgefusion.export.deploy_form import apply_deploy_form, externalize_weights, write_shapes_file
@@ -329,7 +330,7 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
                                   "the policy")
         tiling = {}
         if tile:  # attention tiling for the device's SRAM, verified against the untiled graph
-            tiling = _tile_component(qg.path, comp, profile)
+            tiling = tile_graph_file(qg.path, comp, profile)
             if tiling:
                 sess = open_session(qg.path)
                 t_out = [run_session(sess, s.inputs)[0] for s in ver.samples[comp]]
@@ -412,17 +413,6 @@ def _onnx_stage(stage: str, spec: dict, reference: dict, steps: int, progress: b
             "end_to_end": {"prompt": prompt, "seed": seed, "steps": steps,
                            "float_onnx_vs_torch_psnr_db": round(psnr_db(ref_image, float_image), 2),
                            "quantized_vs_torch_psnr_db": quant_db, **check_readings(prompt, ref_image, quant_image)}}
-
-
-def _tile_component(path: Path, component: str, device) -> dict:
-    """Tile the attention of the written graph for ``device`` (structure only: external weights stay in place)."""
-    from edgefusion.deploy.tiling import tile_for_device
-
-    model = onnx.load(str(path), load_external_data=False)
-    decided = tile_for_device(model, component, device)
-    if decided:
-        onnx.save(model, str(path))
-    return decided
 
 
 def _partition_component(path: Path, device) -> dict:

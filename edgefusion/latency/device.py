@@ -110,8 +110,8 @@ class DeviceProfile:
     def storage_needs(self) -> StorageNeeds:
         """What the device needs of the stored integer tensors (its ``weights`` and ``activations`` sections), as
         the quantizer takes it."""
-        return StorageNeeds(frozenset(self.weights["per_tensor_with_16bit_activations"]),
-                            frozenset(self.activations["signed_16bit_second_input"]))
+        return StorageNeeds(self.weights["per_tensor_with_16bit_activations"],
+                            self.activations["signed_16bit_second_input"])
 
     def with_overrides(self, **limits: float | None) -> "DeviceProfile":
         """A copy with some ``limits`` replaced (``None`` values are ignored); validated."""
